@@ -189,6 +189,25 @@ def test_hybrid_vb_stops_mean_gradient(full):
   np.testing.assert_allclose(ratio, 0.25, rtol=1e-6)
 
 
+
+def test_sample_loops_match_manual_steps():
+  d = D.create_diffusion(_config(), "10")
+  toy = lambda x, model_t: jnp.concatenate(
+      [0.5 * x + 1e-3 * model_t[:, None, None, None], jnp.tanh(x)], axis=-1)
+  x_T = jax.random.normal(jax.random.PRNGKey(9), (2, 4, 4, 3))
+  x = x_T
+  for index in reversed(range(d.num_timesteps)):
+    t = jnp.full((2,), index, jnp.int32)
+    x, _ = d.ddim_step(toy(x, d.model_timesteps(t)), x, t)
+  np.testing.assert_allclose(d.ddim_sample_loop(toy, x_T), x, rtol=1e-5, atol=1e-5)
+  rng = jax.random.PRNGKey(10)
+  ddpm = jax.jit(lambda diff, n, r: diff.p_sample_loop(toy, n, r))
+  first, again = ddpm(d, x_T, rng), ddpm(d, x_T, rng)
+  np.testing.assert_array_equal(first, again)
+  assert bool(jnp.all(jnp.isfinite(first))) and not np.allclose(first, x, atol=1e-3)
+  with pytest.raises(ValueError, match="rng"):
+    d.ddim_sample_loop(toy, x_T, eta=1.0)
+
 # ---- formulas vs a float64 numpy transcription of the reference -------------------------
 
 def _ref_pmv(d, output, x, t, clip, dtype=np.float64):
@@ -306,3 +325,64 @@ def test_training_losses_terms():
   np.testing.assert_allclose(kl_terms["loss"], 1000 * d.vb_terms_bpd(jnp.asarray(out), x0, xt, t)[0], rtol=1e-6)
   steps = d.sample_timesteps(jax.random.PRNGKey(0), 4096)
   assert steps.shape == (4096,) and int(steps.min()) >= 0 and int(steps.max()) == 999
+
+
+# ---- goldens that need the tiny TFG model -----------------------------------------------
+
+MODEL_TOL = dict(rtol=0, atol=2e-3)  # README: a correct float32 port is well under 2e-3
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny):
+  """`apply(x_t, model_t)` of the tiny TFG model with the golden's conditioning (NHWC)."""
+  models = pytest.importorskip("diff2lip_jax.models")
+  convert = pytest.importorskip("diff2lip_jax.convert")
+  from tests.reference import deterministic_state_dict
+  manifest = load_manifest("manifest_tiny.json")
+  model_config = ml_collections.ConfigDict(manifest["flags"])
+  params = convert.params_from_torch(deterministic_state_dict(manifest), model_config)
+  model = models.create_model(model_config)
+  cond = dict(cond_img=jnp.asarray(nchw_to_nhwc(tiny["cond_img"])),
+              mask=jnp.asarray(nchw_to_nhwc(tiny["mask"])),
+              ref_img=jnp.asarray(nchw_to_nhwc(tiny["ref_img"])),
+              indiv_mels=jnp.asarray(tiny["indiv_mels"]))
+  return jax.jit(lambda x, t: model.apply({"params": params}, x, t, **cond))
+
+
+def _close(got, want_nchw, name, **tol):
+  want = nchw_to_nhwc(want_nchw)
+  diff = np.abs(np.asarray(got) - want)
+  assert diff.mean() < 1e-4, f"{name}: mean |diff| {diff.mean():.2e}"
+  np.testing.assert_allclose(got, want, **(tol or MODEL_TOL), err_msg=name)
+
+
+@pytest.mark.parametrize("index", [0, 7, 24])
+def test_p_mean_variance_golden(ddim25, tiny_model, golden, tiny, index):
+  """pmv_t*: ddim25 diffusion at respaced index t; the model sees timestep_map[t]."""
+  x = jnp.asarray(nchw_to_nhwc(tiny["x"]))
+  t = jnp.full((x.shape[0],), index, jnp.int32)
+  out = ddim25.p_mean_variance(tiny_model(x, ddim25.model_timesteps(t)), x, t, clip_denoised=True)
+  for key in ("mean", "pred_xstart"):
+    _close(out[key], golden[f"pmv_t{index}_{key}"], f"pmv_t{index}_{key}")
+  # Variances are ~1e-4..1e-2: compare relatively.
+  _close(out["variance"], golden[f"pmv_t{index}_variance"], "variance", rtol=1e-4, atol=1e-8)
+  _close(out["log_variance"], golden[f"pmv_t{index}_log_variance"], "log_variance",
+         rtol=1e-5, atol=1e-5)
+
+
+def test_vb_terms_golden(full, tiny_model, golden, tiny):
+  """vb_*: un-respaced 1000-step diffusion (q_t reaches 999), Diff2Lip mask, no clipping."""
+  x_start = jnp.asarray(nchw_to_nhwc(tiny["img"]))
+  t = jnp.asarray(golden["q_t"])
+  x_t = full.q_sample(x_start, t, jnp.asarray(nchw_to_nhwc(golden["q_noise"])))
+  output = tiny_model(x_t, full.model_timesteps(t))
+  vb, pred_xstart = full.vb_terms_bpd(output, x_start, x_t, t,
+                                      mask=jnp.asarray(nchw_to_nhwc(tiny["mask"])))
+  _close(pred_xstart, golden["vb_pred_xstart"], "vb_pred_xstart")
+  np.testing.assert_allclose(vb, golden["vb_output"], rtol=1e-4, atol=1e-6)
+
+
+def test_ddim25_sample_golden(ddim25, tiny_model, golden):
+  """Full deterministic DDIM (eta 0, clip_denoised) from the golden initial noise."""
+  sample = ddim25.ddim_sample_loop(tiny_model, jnp.asarray(nchw_to_nhwc(golden["ddim_init_noise"])))
+  _close(sample, golden["ddim25_sample"], "ddim25_sample")

@@ -40,7 +40,7 @@ TABLE_NAMES = (
 
 
 @jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class GaussianDiffusion(SamplingMixin, ObjectivesMixin):
   """A (possibly respaced) diffusion process; build with `from_betas` or `create_diffusion`.
 
@@ -136,6 +136,12 @@ class GaussianDiffusion(SamplingMixin, ObjectivesMixin):
                model_var_type=ModelVarType(model_var_type), loss_type=LossType(loss_type),
                rescale_timesteps=bool(rescale_timesteps), num_timesteps=num_timesteps,
                original_num_steps=int(original_num_steps))
+
+  def __repr__(self) -> str:
+    return (f"GaussianDiffusion(num_timesteps={self.num_timesteps} of "
+            f"{self.original_num_steps}, mean={self.model_mean_type.name}, "
+            f"var={self.model_var_type.name}, loss={self.loss_type.name}, "
+            f"rescale_timesteps={self.rescale_timesteps})")
 
   # ---- timesteps ---------------------------------------------------------------------
 
