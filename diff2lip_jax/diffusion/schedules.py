@@ -116,7 +116,11 @@ def respace_betas(betas: np.ndarray, use_timesteps: Iterable[int]) -> tuple[np.n
 
 
 def _positive_int(value, what: str) -> int:
-  if isinstance(value, bool) or int(value) != value or int(value) < 1:
+  try:
+    ok = not isinstance(value, bool) and int(value) == value and int(value) >= 1
+  except (TypeError, ValueError):
+    ok = False
+  if not ok:
     raise ValueError(f"{what} must be a positive integer, got {value!r}")
   return int(value)
 
