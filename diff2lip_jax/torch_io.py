@@ -1,13 +1,11 @@
 """Read PyTorch `.pt/.pth` checkpoints into numpy without executing pickled code.
 
-PyTorch checkpoints are pickles. Unpickling an untrusted file can run arbitrary code, so this
-module uses a restricted unpickler that only resolves the handful of globals a tensor state dict
-needs (tensor/parameter rebuild functions, storage types, `collections.OrderedDict`, plain
-containers). Anything else is refused *before* it can be called, with an error naming the file
-and the global.
+Checkpoints are pickles, and unpickling an untrusted file can run arbitrary code. The restricted
+unpickler here resolves only the globals a tensor state dict needs (tensor rebuild functions,
+storage types, `collections.OrderedDict`); any other global is refused before it can be called.
 
 Both on-disk formats are read natively (torch is not needed):
-  * zip format (torch >= 1.6): `<archive>/data.pkl` + one zip entry per storage `<archive>/data/<key>`;
+  * zip format (torch >= 1.6): `<archive>/data.pkl` + one entry per storage `<archive>/data/<key>`;
   * legacy format: a sequence of pickles (magic, protocol, sys info, object, storage keys)
     followed by the raw storages (int64 element count + bytes each).
 The pre-2017 tar format is delegated to `torch.load(weights_only=True)` when torch is installed.
@@ -16,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import contextlib
 import dataclasses
 import io
 import os
@@ -32,18 +31,11 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 
 _STORAGE_DTYPES = {
-    "DoubleStorage": np.dtype(np.float64),
-    "FloatStorage": np.dtype(np.float32),
-    "HalfStorage": np.dtype(np.float16),
-    "BFloat16Storage": np.dtype(ml_dtypes.bfloat16),
-    "LongStorage": np.dtype(np.int64),
-    "IntStorage": np.dtype(np.int32),
-    "ShortStorage": np.dtype(np.int16),
-    "CharStorage": np.dtype(np.int8),
-    "ByteStorage": np.dtype(np.uint8),
-    "BoolStorage": np.dtype(np.bool_),
-    "ComplexFloatStorage": np.dtype(np.complex64),
-    "ComplexDoubleStorage": np.dtype(np.complex128),
+    "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
+    "BFloat16Storage": ml_dtypes.bfloat16, "LongStorage": np.int64, "IntStorage": np.int32,
+    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_, "ComplexFloatStorage": np.complex64,
+    "ComplexDoubleStorage": np.complex128,
 }
 # torch dtype globals, referenced by _rebuild_tensor_v3 (tensor dtype differing from storage's).
 _TORCH_DTYPES = {
@@ -103,10 +95,6 @@ def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, hoo
   return dataclasses.replace(t, dtype=dtype)
 
 
-def _rebuild_parameter(data, *unused):
-  return data
-
-
 def _codecs_encode(text, encoding="utf-8"):
   # Protocol-2 pickles write `bytes` as _codecs.encode(str, "latin1").
   if not isinstance(text, str) or not isinstance(encoding, str):
@@ -119,16 +107,13 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter"): lambda data, *unused: data,
+    ("torch._utils", "_rebuild_parameter_with_state"): lambda data, *unused: data,
     ("torch", "Size"): tuple,
     ("_codecs", "encode"): _codecs_encode,
     ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "bytearray"): bytearray,
-    ("builtins", "complex"): complex,
 }
-_SAFE_GLOBALS.update({("torch", name): _StorageType(name, dt)
+_SAFE_GLOBALS.update({("torch", name): _StorageType(name, np.dtype(dt))
                       for name, dt in _STORAGE_DTYPES.items()})
 _SAFE_GLOBALS.update({("torch", name): np.dtype(dt) for name, dt in _TORCH_DTYPES.items()})
 
@@ -206,17 +191,13 @@ def _materialize(tensor: _LazyTensor, read_storage: Callable[[_StorageRef], np.n
   return np.array(view, copy=True)
 
 
-def _map_tensors(obj: Any, fn: Callable[[_LazyTensor], Any]) -> Any:
-  if isinstance(obj, _LazyTensor):
+def _map_tensors(obj: Any, fn: Callable[[Any], Any], leaf_type: type = _LazyTensor) -> Any:
+  if isinstance(obj, leaf_type):
     return fn(obj)
-  if isinstance(obj, collections.OrderedDict):
-    return collections.OrderedDict((k, _map_tensors(v, fn)) for k, v in obj.items())
-  if isinstance(obj, dict):
-    return {k: _map_tensors(v, fn) for k, v in obj.items()}
-  if isinstance(obj, list):
-    return [_map_tensors(v, fn) for v in obj]
-  if isinstance(obj, tuple):
-    return tuple(_map_tensors(v, fn) for v in obj)
+  if isinstance(obj, dict):  # dict or OrderedDict (the only mappings the unpickler makes)
+    return type(obj)((k, _map_tensors(v, fn, leaf_type)) for k, v in obj.items())
+  if isinstance(obj, (list, tuple)):
+    return type(obj)(_map_tensors(v, fn, leaf_type) for v in obj)
   if isinstance(obj, _StorageRef):
     raise ValueError("bare storages (not tensors) are not supported")
   return obj
@@ -228,12 +209,20 @@ class _Reader:
   def __init__(self, path: str | os.PathLike):
     self.source = os.fspath(path)
     self._cache: dict[str, np.ndarray] = {}
+    self._zip: zipfile.ZipFile | None = None
+    self._zip_prefix = ""
+    self._legacy_storages: dict[str, bytes] = {}
+    self._big_endian = False
     if not os.path.isfile(self.source):
       raise FileNotFoundError(f"checkpoint not found: {self.source}")
     if zipfile.is_zipfile(self.source):
       self._open_zip()
     else:
       self._open_legacy()
+
+  def close(self) -> None:
+    if self._zip is not None:
+      self._zip.close()
 
   def _open_zip(self) -> None:
     with zipfile.ZipFile(self.source) as zf:
@@ -243,24 +232,25 @@ class _Reader:
         hint = " (a TorchScript archive?)" if any("/code/" in n for n in names) else ""
         raise ValueError(f"{self.source}: zip file without '<archive>/data.pkl'{hint}; "
                          "not a torch.save checkpoint")
-      prefix = pkl[0][: -len("data.pkl")]
-      order = f"{prefix}byteorder"
+      self._zip_prefix = pkl[0][: -len("data.pkl")]
+      order = f"{self._zip_prefix}byteorder"
       self._big_endian = order in names and zf.read(order).strip() == b"big"
       self.obj = _unpickle(zf.read(pkl[0]), self.source)
-    self._zip_prefix = prefix
+    # Kept open only once the pickle was accepted: storages are read lazily, on selection.
+    self._zip = zipfile.ZipFile(self.source)
 
   def _open_legacy(self) -> None:
+    if tarfile.is_tarfile(self.source):
+      self.obj = _load_tar_with_torch(self.source)
+      return
     with open(self.source, "rb") as f:
-      if tarfile.is_tarfile(self.source):
-        self.obj, self._legacy_storages = _load_tar_with_torch(self.source), {}
-        return
       try:
         magic = _unpickle(f, self.source)
-      except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        if isinstance(e, UnsafeCheckpointError):
-          raise
+      except UnsafeCheckpointError:
+        raise
+      except Exception as e:  # any parse failure of a non-pickle file
         raise ValueError(f"{self.source}: not a PyTorch checkpoint (neither zip nor legacy "
-                         f"pickle format): {e}") from None
+                         f"pickle format): {type(e).__name__}: {e}") from None
       if magic != _LEGACY_MAGIC:
         raise ValueError(f"{self.source}: not a PyTorch checkpoint (bad magic number)")
       if _unpickle(f, self.source) != _LEGACY_PROTOCOL:
@@ -270,7 +260,6 @@ class _Reader:
       refs: dict[str, _StorageRef] = {}
       self.obj = _unpickle(f, self.source, refs)
       keys = _unpickle(f, self.source)
-      self._legacy_storages = {}
       for key in keys:
         count = int(np.frombuffer(f.read(8), "<i8")[0])
         if str(key) not in refs:
@@ -280,17 +269,15 @@ class _Reader:
         if len(raw) != count * itemsize:
           raise ValueError(f"{self.source}: truncated file (storage {key})")
         self._legacy_storages[str(key)] = raw
-    self._zip_prefix = None
 
   def read_storage(self, ref: _StorageRef) -> np.ndarray:
     if ref.key in self._cache:
       return self._cache[ref.key].view(ref.dtype)
-    if self._zip_prefix is not None:
-      with zipfile.ZipFile(self.source) as zf:
-        try:
-          raw = zf.read(f"{self._zip_prefix}data/{ref.key}")
-        except KeyError:
-          raise ValueError(f"{self.source}: storage '{ref.key}' missing from archive") from None
+    if self._zip is not None:
+      try:
+        raw = self._zip.read(f"{self._zip_prefix}data/{ref.key}")
+      except KeyError:
+        raise ValueError(f"{self.source}: storage '{ref.key}' missing from archive") from None
     else:
       if ref.key not in self._legacy_storages:
         raise ValueError(f"{self.source}: storage '{ref.key}' missing from file")
@@ -313,25 +300,19 @@ def _load_tar_with_torch(path: str) -> Any:
   except ImportError:
     raise ValueError(f"{path}: pre-2017 tar-format torch checkpoint; install torch to read it, "
                      "or re-save it with a recent torch") from None
-  obj = torch.load(path, map_location="cpu", weights_only=True)
 
   def to_numpy(x):
-    if isinstance(x, torch.Tensor):
-      if x.dtype == torch.bfloat16:
-        return x.detach().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-      return x.detach().numpy()
-    if isinstance(x, Mapping):
-      return type(x)((k, to_numpy(v)) for k, v in x.items())
-    if isinstance(x, (list, tuple)):
-      return type(x)(to_numpy(v) for v in x)
-    return x
-  return to_numpy(obj)
+    if x.dtype == torch.bfloat16:
+      return x.detach().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return x.detach().numpy()
+  return _map_tensors(torch.load(path, map_location="cpu", weights_only=True), to_numpy,
+                      torch.Tensor)
 
 
 def load_torch_checkpoint(path: str | os.PathLike) -> Any:
   """The whole unpickled checkpoint (dicts/lists/scalars), every tensor as a numpy array."""
-  reader = _Reader(path)
-  return reader.materialize(reader.obj)
+  with contextlib.closing(_Reader(path)) as reader:
+    return reader.materialize(reader.obj)
 
 
 def _is_tensor_dict(obj: Any) -> bool:
@@ -383,14 +364,13 @@ def load_torch_state_dict(path: str | os.PathLike, key: str | Sequence[str] | No
     UnsafeCheckpointError: the file references anything but tensors and plain containers.
     ValueError / KeyError: not a checkpoint, corrupt, or the chosen entry is not tensors.
   """
-  reader = _Reader(path)
-  state = _select(reader.obj, key, reader.source)
   out: dict[str, np.ndarray] = {}
-  for name, value in state.items():
-    name = str(name)
-    if strip_prefix and name.startswith(strip_prefix):
-      name = name[len(strip_prefix):]
-    out[name] = reader.materialize(value)
+  with contextlib.closing(_Reader(path)) as reader:
+    for name, value in _select(reader.obj, key, reader.source).items():
+      name = str(name)
+      if strip_prefix and name.startswith(strip_prefix):
+        name = name[len(strip_prefix):]
+      out[name] = reader.materialize(value)
   return out
 
 

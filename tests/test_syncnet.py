@@ -39,7 +39,8 @@ def test_matches_reference_golden(state_dict, golden):
 @pytest.mark.skipif(torch is None, reason="torch writes the checkpoint fixture")
 def test_load_wav2lip_checkpoint_layout(tmp_path, state_dict):
   # lipsync_expert.pth: {"state_dict", "optimizer", "global_step", "global_epoch"}.
-  tensors = {"module." + k: torch.from_numpy(np.array(v, np.float32)) for k, v in state_dict.items()}
+  tensors = {"module." + k: torch.from_numpy(np.array(v, np.float32))
+             for k, v in state_dict.items()}
   path = tmp_path / "lipsync_expert.pth"
   torch.save({"state_dict": tensors, "optimizer": {"param_groups": [{"lr": 1e-4}]},
               "global_step": 1, "global_epoch": 0}, path, _use_new_zipfile_serialization=False)
@@ -48,8 +49,8 @@ def test_load_wav2lip_checkpoint_layout(tmp_path, state_dict):
   jax.tree.map(np.testing.assert_array_equal, loaded, direct)
   kernel = loaded["params"]["face_encoder_1"]["conv"]["kernel"]
   assert kernel.shape == (5, 5, 32, 64)  # torch [64, 32, 5, 5] -> HWIO
-  np.testing.assert_array_equal(kernel[1, 2, 3, 4],
-                                np.float32(state_dict["face_encoder.1.conv_block.0.weight"][4, 3, 1, 2]))
+  torch_weight = state_dict["face_encoder.1.conv_block.0.weight"]
+  np.testing.assert_array_equal(kernel[1, 2, 3, 4], np.float32(torch_weight[4, 3, 1, 2]))
   np.testing.assert_array_equal(loaded["batch_stats"]["audio_encoder_13"]["bn"]["var"],
                                 state_dict["audio_encoder.13.conv_block.1.running_var"])
 

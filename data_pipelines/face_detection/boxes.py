@@ -83,7 +83,10 @@ def nms(detections: np.ndarray, iou_threshold: float) -> np.ndarray:
 
 def select_detections(scores: np.ndarray, boxes: np.ndarray, score_threshold: float = 0.5,
                       nms_threshold: float = 0.3) -> np.ndarray:
-  """One image: scores `[A]`, boxes `[A, 4]` -> faces `[K, 5]` (x1, y1, x2, y2, score), best first."""
+  """One image: scores `[A]`, boxes `[A, 4]` -> faces `[K, 5]` (x1, y1, x2, y2, score).
+
+  Rows are in NMS order, i.e. best score first.
+  """
   scores = np.asarray(scores, np.float32)
   boxes = np.asarray(boxes, np.float32)
   candidates = scores > score_threshold
