@@ -15,7 +15,6 @@ import functools
 import os
 from typing import Union
 
-import librosa
 import numpy as np
 import scipy.signal
 import scipy.sparse
@@ -56,6 +55,7 @@ DEFAULT_MEL_CONFIG = MelConfig()
 @functools.lru_cache(maxsize=8)
 def mel_basis(config: MelConfig = DEFAULT_MEL_CONFIG) -> np.ndarray:
   """[num_mels, n_fft//2 + 1] float32 slaney-scale, slaney-normalised filter bank."""
+  import librosa  # deferred: importing librosa costs ~1 s and only the filter bank needs it
   return librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.num_mels,
                              fmin=config.fmin, fmax=config.fmax, htk=False, norm="slaney")
 

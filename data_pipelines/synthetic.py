@@ -18,6 +18,7 @@ import argparse
 import concurrent.futures
 import dataclasses
 import json
+import multiprocessing
 import os
 import pathlib
 import sys
@@ -189,27 +190,42 @@ class SyntheticClip:
     return out
 
 
-def generate_clip(seed: int, num_frames: int = 75, image_size: int = 128, fps: float = FPS,
-                  sample_rate: int = SAMPLE_RATE, full_frame_size: int | None = None,
-                  noise_std: float = 1.5) -> SyntheticClip:
+def generate_clip(seed: int, num_frames: int | None = None, image_size: int = 128,
+                  fps: float = FPS, sample_rate: int = SAMPLE_RATE,
+                  full_frame_size: int | None = None, noise_std: float = 1.5,
+                  wav: np.ndarray | None = None) -> SyntheticClip:
   """Render one clip; identical output for identical arguments.
 
   Args:
     seed: any non-negative int; selects identity, speech, head motion and pixel noise.
-    num_frames: video length at ``fps``; the audio has ``num_frames * sample_rate / fps`` samples.
+    num_frames: video length at ``fps`` (default 75); the audio has
+      ``num_frames * sample_rate / fps`` samples.
     image_size: side S of the square face crops.
     full_frame_size: if set, also render F x F frames (face placed so that the reference's
       VoxCeleb2 crop of the frame is the face crop).
     noise_std: pixel noise in 0-255 units (0 for clean frames).
+    wav: optional driving audio [num_samples] at ``sample_rate`` instead of synthetic speech
+      (e.g. a real recording); it sets the length when ``num_frames`` is None and is cut or
+      zero-padded to ``num_frames`` otherwise.
   """
-  if num_frames < 1 or image_size < 32:
-    raise ValueError(f"need num_frames >= 1 and image_size >= 32, got {num_frames}, {image_size}")
   streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)]
   identity_rng, speech_rng, motion_rng, noise_rng = streams
   face = render.sample_identity(identity_rng)
+  if wav is not None:
+    wav = np.asarray(wav, np.float32)
+    if wav.ndim != 1:
+      raise ValueError(f"driving wav must be mono [num_samples], got {wav.shape}")
+    if num_frames is None:
+      num_frames = int(wav.size * fps / sample_rate)
+  num_frames = 75 if num_frames is None else num_frames
+  if num_frames < 1 or image_size < 32:
+    raise ValueError(f"need num_frames >= 1 and image_size >= 32, got {num_frames}, {image_size}")
   num_samples = int(round(num_frames * sample_rate / fps))
-  wav = synthesize_speech(speech_rng, num_samples, sample_rate, f0=face.f0,
-                          tract_scale=face.tract_scale)
+  if wav is None:
+    wav = synthesize_speech(speech_rng, num_samples, sample_rate, f0=face.f0,
+                            tract_scale=face.tract_scale)
+  else:
+    wav = np.pad(wav[:num_samples], (0, max(0, num_samples - wav.size)))
   opening = mouth_opening_from_audio(wav, num_frames, fps, sample_rate)
   motion = render.sample_motion(motion_rng, num_frames, fps)
   crop_u, crop_v = render.crop_grid(image_size)
@@ -222,7 +238,8 @@ def generate_clip(seed: int, num_frames: int = 75, image_size: int = 128, fps: f
     full_frames = render.render_frames(face, motion, opening, full_u, full_v, noise)
     full_face_box = to_full(face_box / image_size)
   return SyntheticClip(
-      seed=int(seed), frames=frames, wav=wav, mel=audio_lib.melspectrogram(wav),
+      seed=int(seed), frames=frames, wav=wav,
+      mel=audio_lib.melspectrogram(audio_lib.resample(wav, sample_rate, audio_lib.SAMPLE_RATE)),
       mouth_opening=opening,
       mouth_open_px=(opening * face.max_open * image_size).astype(np.float32),
       face_box=face_box, mouth_box=mouth_box, identity=face.describe(), fps=fps,
@@ -258,7 +275,7 @@ def _atomic_save(path: pathlib.Path, write) -> None:
 
 
 def _write_one(out_dir: str, index: int, seed: int, min_frames: int, max_frames: int,
-               file_format: str, full_frame_size: int | None, crf: int) -> dict:
+               file_format: str, full_frame_size: int | None, crf: int, preset: str) -> dict:
   import soundfile  # deferred: only writing needs it
   from data_pipelines import video_io
   name = f"clip_{index:05d}"
@@ -271,7 +288,7 @@ def _write_one(out_dir: str, index: int, seed: int, min_frames: int, max_frames:
     if file_format == "mp4":
       video = clip.full_frames if clip.full_frames is not None else clip.frames
       video_io.write_video(out / f"{name}.mp4", video, fps=clip.fps, audio=clip.wav,
-                           audio_sr=clip.sample_rate, crf=crf)
+                           audio_sr=clip.sample_rate, crf=crf, preset=preset)
       _atomic_save(out / f"{name}.wav", lambda p: soundfile.write(
           p, clip.wav, clip.sample_rate, subtype="PCM_16", format="WAV"))
       entry.update(video=f"{name}.mp4", wav=f"{name}.wav")
@@ -287,7 +304,7 @@ def _write_one(out_dir: str, index: int, seed: int, min_frames: int, max_frames:
 
 def write_dataset(out_dir: str | os.PathLike, num_clips: int, seed: int = 0, min_frames: int = 50,
                   max_frames: int = 75, file_format: str = "mp4",
-                  full_frame_size: int | None = None, crf: int = 18,
+                  full_frame_size: int | None = None, crf: int = 18, preset: str = "veryfast",
                   workers: int = 1) -> pathlib.Path:
   """Write clips and a ``manifest.jsonl`` (one JSON line per clip, failures with ``error``).
 
@@ -302,10 +319,12 @@ def write_dataset(out_dir: str | os.PathLike, num_clips: int, seed: int = 0, min
     raise ValueError(f"need 1 <= min_frames <= max_frames, got {min_frames}, {max_frames}")
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  jobs = [(os.fspath(out), i, seed, min_frames, max_frames, file_format, full_frame_size, crf)
-          for i in range(num_clips)]
+  jobs = [(os.fspath(out), i, seed, min_frames, max_frames, file_format, full_frame_size, crf,
+           preset) for i in range(num_clips)]
   if workers > 1:
-    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+    # spawn, not fork: forking a process that already runs JAX/XLA threads can deadlock.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
       entries = list(pool.map(_write_one, *zip(*jobs), chunksize=4)) if jobs else []
   else:
     entries = [_write_one(*job) for job in jobs]
@@ -333,11 +352,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--full-frame-size", type=int, default=None,
                       help="write VoxCeleb2-style FxF frames instead of 128x128 crops (mp4)")
   parser.add_argument("--crf", type=int, default=18, help="H.264 quality (lower = better)")
+  parser.add_argument("--preset", default="veryfast",
+                      help="x264 speed preset (ultrafast ... veryslow)")
   parser.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
   args = parser.parse_args(argv)
   start = time.perf_counter()
   manifest = write_dataset(args.out, args.num_clips, args.seed, args.min_frames, args.max_frames,
-                           args.format, args.full_frame_size, args.crf, args.workers)
+                           args.format, args.full_frame_size, args.crf, args.preset,
+                           args.workers)
   entries = [json.loads(line) for line in manifest.read_text().splitlines()]
   failed = [e for e in entries if "error" in e]
   print(f"wrote {len(entries) - len(failed)} clips to {args.out} in "

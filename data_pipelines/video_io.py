@@ -123,7 +123,10 @@ class _FrameRateResampler:
     if self.pending is None:
       return []
     end_slot = math.floor((end_time - self.start_time) * self.fps + 0.5)
-    out = [self.pending] * max(1, end_slot - self.next_slot)
+    # The newest frame fills the slots up to the stream's end; a frame whose slot is the end
+    # itself is dropped (as FFmpeg does), unless nothing at all was output yet.
+    minimum = 1 if self.next_slot == 0 else 0
+    out = [self.pending] * max(minimum, end_slot - self.next_slot)
     self.pending = None
     return out
 
