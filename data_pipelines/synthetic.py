@@ -274,6 +274,11 @@ def _atomic_save(path: pathlib.Path, write) -> None:
     raise
 
 
+def _save_npz(path: pathlib.Path, arrays: dict) -> None:
+  with open(path, "wb") as handle:  # a handle keeps np.savez from appending ".npz"
+    np.savez(handle, **arrays)
+
+
 def _write_one(out_dir: str, index: int, seed: int, min_frames: int, max_frames: int,
                file_format: str, full_frame_size: int | None, crf: int, preset: str) -> dict:
   import soundfile  # deferred: only writing needs it
@@ -294,7 +299,7 @@ def _write_one(out_dir: str, index: int, seed: int, min_frames: int, max_frames:
       entry.update(video=f"{name}.mp4", wav=f"{name}.wav")
     else:
       gt.update(frames=clip.frames, wav=clip.wav, mel=clip.mel)
-    _atomic_save(out / f"{name}.npz", lambda p: np.savez(open(p, "wb"), **gt))
+    _atomic_save(out / f"{name}.npz", lambda p: _save_npz(p, gt))
     entry.update(seed=clip.seed, num_frames=clip.num_frames, gt=f"{name}.npz",
                  identity=clip.identity)
   except Exception as error:  # record and go on: one bad clip must not stop the batch

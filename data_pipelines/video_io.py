@@ -52,6 +52,10 @@ class VideoInfo:
   has_audio: bool
   audio_sample_rate: int | None
   num_frames: int | None = None
+  # Timestamp (s) of the first frame: output frame k shows time start_time + k / fps. Audio
+  # from read_audio_track starts at the audio stream's own start; offset them if they differ.
+  start_time: float | None = None
+  audio_start_time: float | None = None
 
 
 def _open(path: str | os.PathLike) -> av.container.InputContainer:
@@ -82,11 +86,14 @@ def _info(container, stream, path, fps) -> VideoInfo:
   elif container.duration is not None:
     duration = container.duration / av.time_base
   audio = container.streams.audio
+  audio_start = None
+  if audio and audio[0].start_time is not None and audio[0].time_base:
+    audio_start = float(audio[0].start_time * audio[0].time_base)
   return VideoInfo(
       path=os.fspath(path), width=stream.codec_context.width, height=stream.codec_context.height,
       fps=fps, source_fps=float(stream.average_rate) if stream.average_rate else None,
       source_frames=stream.frames or None, duration=duration, has_audio=bool(audio),
-      audio_sample_rate=audio[0].sample_rate if audio else None)
+      audio_sample_rate=audio[0].sample_rate if audio else None, audio_start_time=audio_start)
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -105,7 +112,6 @@ class _FrameRateResampler:
     self.start_time: float | None = None
     self.next_slot = 0
     self.pending: np.ndarray | None = None
-    self.last_time = -math.inf
 
   def push(self, time: float, image: np.ndarray) -> list[np.ndarray]:
     if self.start_time is None:
@@ -116,7 +122,6 @@ class _FrameRateResampler:
       out = [self.pending] * max(0, slot - self.next_slot)
       self.next_slot = max(self.next_slot, slot)
     self.pending = image
-    self.last_time = time
     return out
 
   def finish(self, end_time: float) -> list[np.ndarray]:
@@ -179,6 +184,8 @@ def iter_video_chunks(path: str | os.PathLike, fps: float | None = DEFAULT_FPS,
           if time > previous_time:
             last_step = time - previous_time
         image = frame.to_ndarray(format="rgb24")
+        if decoded == 0 and info_out is not None:
+          info_out.start_time = time
         decoded += 1
         take(resampler.push(time, image) if resampler else [image])
         previous_time = time
@@ -310,6 +317,10 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarra
   path = pathlib.Path(path)
   if not path.parent.is_dir():
     raise FileNotFoundError(f"output directory does not exist: {path.parent}")
+  if isinstance(frames, np.ndarray) and not (
+      frames.ndim == 4 or (frames.ndim == 3 and frames.shape[-1] != 3)):
+    raise ValueError(f"frames must be [T, H, W, 3] or [T, H, W] (grayscale), got {frames.shape}"
+                     " (for a single frame pass frames[None])")
   planes = _audio_planes(audio) if audio is not None else None
   temp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
   options = {"movflags": "+faststart"} if path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}

@@ -69,6 +69,7 @@ def test_round_trip_with_audio(tmp_path):
   assert rate == 16000 and samples.dtype == np.float32
   assert samples.size == sound.size  # encoder padding trimmed
   assert np.abs(samples[1000:-1000] - sound[1000:-1000]).max() < 0.05
+  assert info.start_time == 0.0 and info.audio_start_time == 0.0
   probed = video_io.probe_video(path)
   assert probed.source_frames == 30 and abs(probed.duration - 1.2) < 1e-6
 
@@ -169,3 +170,5 @@ def test_failed_write_leaves_nothing(tmp_path):
                                               np.zeros((18, 16, 3), np.uint8)])
   with pytest.raises(FileNotFoundError):
     video_io.write_video(tmp_path / "no" / "dir.mp4", np.zeros((1, 16, 16, 3), np.uint8))
+  with pytest.raises(ValueError, match="single frame"):
+    video_io.write_video(tmp_path / "one.mp4", np.zeros((16, 16, 3), np.uint8))
