@@ -1,0 +1,187 @@
+"""TFRecord files without TensorFlow: writer, offset index and a CRC-checked random-access source.
+
+TFRecord framing (the format ``tf.io.TFRecordWriter`` writes, read by ``tf.data.TFRecordDataset``)::
+
+  uint64 length          little endian
+  uint32 masked_crc32c(length bytes)
+  byte   data[length]
+  uint32 masked_crc32c(data)
+
+``masked_crc32c(x) = ((crc >> 15 | crc << 17) + 0xa282ead8) mod 2**32`` with CRC-32C (Castagnoli).
+
+Random access for Grain: :class:`TFRecordDataSource` scans the 12-byte headers of every file once
+(checking each length CRC), keeps the record offsets, and reads a record with one ``pread``,
+verifying its data CRC so that a flipped bit is reported as :class:`CorruptRecordError` instead of
+reaching the protobuf parser. A corrupt *header* (or a file cut short) ends the index of that
+file at the last good record; the problem is logged and kept in ``index_problems``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from collections.abc import Sequence
+
+import google_crc32c
+import numpy as np
+
+_HEADER = struct.Struct("<QI")
+_FOOTER = struct.Struct("<I")
+_MASK_DELTA = 0xA282EAD8
+
+
+class CorruptRecordError(ValueError):
+  """A record whose bytes fail their checksum or cannot be parsed."""
+
+
+def masked_crc32c(data: bytes) -> int:
+  """TFRecord's masked CRC-32C of ``data``."""
+  crc = google_crc32c.value(data)
+  return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+class TFRecordWriter:
+  """Appends records to one TFRecord file (use :func:`shards.ShardWriter` for atomic shards)."""
+
+  def __init__(self, path: str | os.PathLike):
+    self.path = os.fspath(path)
+    self._file = open(self.path, "wb")
+    self.num_records = 0
+
+  def write(self, record: bytes) -> None:
+    length = struct.pack("<Q", len(record))
+    self._file.write(length)
+    self._file.write(_FOOTER.pack(masked_crc32c(length)))
+    self._file.write(record)
+    self._file.write(_FOOTER.pack(masked_crc32c(record)))
+    self.num_records += 1
+
+  def flush(self) -> None:
+    self._file.flush()
+    os.fsync(self._file.fileno())
+
+  def close(self) -> None:
+    if not self._file.closed:
+      self.flush()
+      self._file.close()
+
+  def __enter__(self) -> "TFRecordWriter":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def index_tfrecord_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, str | None]:
+  """Offsets of every record in a TFRecord file.
+
+  Returns:
+    (offsets [N] int64 of each record's header, lengths [N] int64 of each payload, problem):
+    ``problem`` is None for a clean file, else a message saying where and why indexing stopped
+    (corrupt length header or truncated file); the N records before that point stay usable.
+  """
+  path = os.fspath(path)
+  offsets, lengths = [], []
+  problem = None
+  with open(path, "rb") as f:
+    size = os.fstat(f.fileno()).st_size
+    position = 0
+    while position < size:
+      header = os.pread(f.fileno(), _HEADER.size, position)
+      if len(header) < _HEADER.size:
+        problem = (f"{path}: file ends inside the header of record {len(offsets)} at byte "
+                   f"{position} (truncated file)")
+        break
+      length, length_crc = _HEADER.unpack(header)
+      if masked_crc32c(header[:8]) != length_crc:
+        problem = (f"{path}: length header of record {len(offsets)} at byte {position} fails "
+                   "its CRC (corrupt file); later records of this file are skipped")
+        break
+      end = position + _HEADER.size + length + _FOOTER.size
+      if end > size:
+        problem = (f"{path}: record {len(offsets)} at byte {position} claims {length} bytes but "
+                   f"the file ends at byte {size} (truncated file)")
+        break
+      offsets.append(position)
+      lengths.append(length)
+      position = end
+  return np.asarray(offsets, np.int64), np.asarray(lengths, np.int64), problem
+
+
+def read_tfrecord_file(path: str | os.PathLike, verify_checksums: bool = True):
+  """Yields every record of a TFRecord file in order (a sequential reader for tools and tests)."""
+  source = TFRecordDataSource([path], verify_checksums=verify_checksums)
+  for index in range(len(source)):
+    yield source[index]
+
+
+class TFRecordDataSource:
+  """Grain ``RandomAccessDataSource`` over TFRecord files: ``source[i] -> bytes``.
+
+  Records are numbered file by file in the order of ``paths``. Picklable (open file descriptors
+  are dropped and reopened lazily), so it can be shipped to Grain worker processes.
+  """
+
+  def __init__(self, paths: Sequence[str | os.PathLike], verify_checksums: bool = True):
+    self.paths = [os.fspath(p) for p in paths]
+    if not self.paths:
+      raise ValueError("TFRecordDataSource needs at least one file")
+    self.verify_checksums = verify_checksums
+    offsets, lengths, file_ids = [], [], []
+    self.index_problems: list[str] = []
+    for file_id, path in enumerate(self.paths):
+      file_offsets, file_lengths, problem = index_tfrecord_file(path)
+      if problem is not None:
+        logging.warning("%s", problem)
+        self.index_problems.append(problem)
+      offsets.append(file_offsets)
+      lengths.append(file_lengths)
+      file_ids.append(np.full(len(file_offsets), file_id, np.int32))
+    self._offsets = np.concatenate(offsets)
+    self._lengths = np.concatenate(lengths)
+    self._file_ids = np.concatenate(file_ids)
+    self._fds: dict[int, int] = {}
+
+  def __len__(self) -> int:
+    return len(self._offsets)
+
+  def __getitem__(self, record_key: int) -> bytes:
+    index = int(record_key)
+    if not 0 <= index < len(self._offsets):
+      raise IndexError(f"record {index} out of range for {len(self._offsets)} records")
+    file_id = int(self._file_ids[index])
+    fd = self._fds.get(file_id)
+    if fd is None:
+      fd = self._fds[file_id] = os.open(self.paths[file_id], os.O_RDONLY)
+    length = int(self._lengths[index])
+    offset = int(self._offsets[index]) + _HEADER.size
+    blob = os.pread(fd, length + _FOOTER.size, offset)
+    if len(blob) != length + _FOOTER.size:
+      raise CorruptRecordError(f"{self.paths[file_id]}: record at byte {offset - _HEADER.size} "
+                               "is cut short (file changed after indexing?)")
+    data = blob[:length]
+    if self.verify_checksums and masked_crc32c(data) != _FOOTER.unpack(blob[length:])[0]:
+      raise CorruptRecordError(f"{self.paths[file_id]}: record at byte {offset - _HEADER.size} "
+                               "fails its data CRC (corrupt bytes)")
+    return data
+
+  def describe(self, record_key: int) -> str:
+    """Human-readable location of a record: 'path record@byte'."""
+    index = int(record_key)
+    return f"{self.paths[int(self._file_ids[index])]} @byte {int(self._offsets[index])}"
+
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    state["_fds"] = {}
+    return state
+
+  def __del__(self):
+    for fd in getattr(self, "_fds", {}).values():
+      try:
+        os.close(fd)
+      except OSError:
+        pass
+
+  def __repr__(self) -> str:
+    return (f"TFRecordDataSource({len(self.paths)} files, {len(self)} records, "
+            f"verify_checksums={self.verify_checksums})")
