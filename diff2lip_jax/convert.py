@@ -77,7 +77,7 @@ def params_from_torch(state_dict: Mapping[str, Any], model_config: Any) -> dict:
   expected = _expected_params(model_config)
   leaf_names = {"weight": ("kernel", "scale"), "bias": ("bias",)}
   converted: dict[tuple[str, ...], np.ndarray] = {}
-  unexpected, misshaped = [], []
+  unexpected, misshaped, misshaped_targets = [], [], set()
   for name, value in state_dict.items():
     if name.endswith("num_batches_tracked"):
       continue
@@ -91,10 +91,10 @@ def params_from_torch(state_dict: Mapping[str, Any], model_config: Any) -> dict:
     if array.shape != expected[target]:
       misshaped.append(f"{name}: checkpoint {tuple(np.shape(value))} -> {array.shape}, "
                        f"model expects {expected[target]} at {'/'.join(target)}")
+      misshaped_targets.add(target)
       continue
     converted[target] = array
-  missing = ["/".join(k) for k in expected if k not in converted and
-             not any(m.startswith("/".join(k)) for m in misshaped)]
+  missing = ["/".join(k) for k in expected if k not in converted and k not in misshaped_targets]
   if unexpected or missing or misshaped:
     lines = [f"checkpoint does not match the model config ({len(missing)} missing, "
              f"{len(unexpected)} unexpected, {len(misshaped)} mis-shaped):"]
@@ -106,6 +106,39 @@ def params_from_torch(state_dict: Mapping[str, Any], model_config: Any) -> dict:
                  "num_head_channels, use_ref, use_audio, audio_as_style, learn_sigma).")
     raise CheckpointMismatchError("\n".join(lines))
   return flax.traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in converted.items()})
+
+
+def torch_name_for(path: tuple[str, ...]) -> str:
+  """Inverse of :func:`flax_path_for` for model params (``kernel``/``scale`` -> ``weight``)."""
+  parts = []
+  for part in path[:-1]:
+    tokens, nums = part.split("_"), []
+    while len(tokens) > 1 and tokens[-1].isdigit():  # "input_blocks_1_0" -> "input_blocks.1.0"
+      nums.insert(0, tokens.pop())
+    parts.append(".".join(["_".join(tokens)] + nums))
+  leaf = {"kernel": "weight", "scale": "weight"}.get(path[-1], path[-1])
+  return ".".join(parts + [leaf])
+
+
+def torch_state_dict_from_params(params: Any) -> dict[str, np.ndarray]:
+  """Flax params -> original-name numpy state dict (for the PyTorch Diff2Lip code).
+
+  Attention ``qkv``/``proj_out`` Dense kernels become Conv1d weights ``[O, I, 1]`` as in
+  the original; other Dense kernels become Linear weights ``[out, in]``.
+  """
+  out = {}
+  for path, value in flax.traverse_util.flatten_dict(params).items():
+    value = np.asarray(value, dtype=np.float32)
+    if value.ndim == 4:
+      value = value.transpose(3, 2, 0, 1)
+    elif value.ndim == 3:
+      value = value.transpose(2, 1, 0)
+    elif value.ndim == 2:
+      value = value.T
+      if path[-2] in ("qkv", "proj_out"):
+        value = value[:, :, None]
+    out[torch_name_for(path)] = value
+  return out
 
 
 def _select_model_state(state: Mapping[str, Any], key: str | None) -> Mapping[str, Any]:

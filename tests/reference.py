@@ -36,10 +36,12 @@ def deterministic_tensor(name: str, shape) -> np.ndarray:
   rng = np.random.default_rng(zlib.crc32(name.encode()))
   w = rng.standard_normal(shape).astype(np.float32)
   if name.endswith("bias") or name.endswith("running_mean"):
-    return 0.1 * w
-  if len(shape) == 1:
-    return 1 + 0.1 * np.abs(w)
-  return w / np.sqrt(np.prod(shape[1:]))
+    w = 0.1 * w
+  elif len(shape) == 1:
+    w = 1 + 0.1 * np.abs(w)
+  else:
+    w = w / np.sqrt(np.prod(shape[1:]))
+  return w.astype(np.float32)  # the reference loads these into float32 tensors
 
 
 def deterministic_state_dict(manifest: dict) -> dict[str, np.ndarray]:

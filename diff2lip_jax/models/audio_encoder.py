@@ -34,7 +34,7 @@ class AudioEncoder(nn.Module):
   resblock_updown: bool = True
   conv_resample: bool = True
   dtype: Dtype = jnp.float32
-  block_wrapper: Any = None  # optional nn.remat applied to ResBlock
+  remat: bool = False  # rematerialise ResBlocks (recompute activations in the backward pass)
 
   @property
   def out_channels(self) -> int:
@@ -42,7 +42,7 @@ class AudioEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, mels: jax.Array, train: bool = False) -> jax.Array:
-    res_block = self.block_wrapper(ResBlock) if self.block_wrapper else ResBlock
+    res_block = nn.remat(ResBlock, static_argnums=(3,)) if self.remat else ResBlock
     n = mels.shape[0]
     if mels.shape[1:] != (self.audio_dim, self.audio_frames):
       raise ValueError(f"indiv_mels must be [N, {self.audio_dim}, {self.audio_frames}], "

@@ -76,7 +76,7 @@ class TFGModel(nn.Module):
       encoder = AudioEncoder(dropout=self.dropout, use_scale_shift_norm=self.use_scale_shift_norm,
                              resblock_updown=self.resblock_updown,
                              conv_resample=self.conv_resample, dtype=dt,
-                             block_wrapper=res_block if self.remat else None,
+                             remat=self.remat,
                              name="audio_encoder")
       audio = encoder(indiv_mels, train)
       if self.audio_as_style:
