@@ -22,7 +22,10 @@ Batch (dict of NumPy arrays, NHWC)::
 
 Randomness comes only from ``seed``: the shuffle is Grain's index shuffle and each example's
 choices use the generator Grain derives from (seed, element index), so a run is reproducible
-and a restored iterator continues exactly where the saved one was.
+and a restored iterator continues exactly where the saved one was. With ``worker_count > 0``
+each worker batches its own slice of the example stream, so the batches differ from
+``worker_count=0`` (same examples, other grouping); keep ``worker_count`` fixed when restoring.
+Batch arrays may be ``SharedMemoryArray`` (an ``np.ndarray`` subclass) when workers are used.
 
 Hosts: records are split ``records[shard_index::shard_count]`` (default
 ``jax.process_index()/process_count()``), so hosts read disjoint clips.
@@ -45,10 +48,12 @@ import ml_collections
 import numpy as np
 
 from data_pipelines import shards
-from data_pipelines.tfrecord import CorruptRecordError
+from data_pipelines.record_io import CorruptRecordError
 
 MEL_STEPS_PER_SECOND = 80.0
 MEL_WINDOW_STEPS = 16
+BATCH_KEYS = ("image", "ref_img", "indiv_mels", "mel", "clip_index", "frame_index",
+              "ref_frame_index", "skipped_records")
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -254,9 +259,13 @@ def create_train_dataset(config: ml_collections.ConfigDict | None,
     raise ValueError(f"host shard {shard_index}/{shard_count} gets no records: only "
                      f"{len(source)} records in {len(files)} files")
   distance = config.min_ref_distance if config.min_ref_distance is not None else config.num_frames
+  truth_shapes = _ground_truth_shapes(source)
+  clashes = set(truth_shapes) & set(BATCH_KEYS)
+  if clashes:
+    raise ValueError(f"ground-truth arrays {sorted(clashes)} in {files[0]} clash with batch keys; "
+                     "rename them when writing the shards")
   sampler = ClipWindowSampler(source, local_records, config.num_frames, config.image_size,
-                              distance, config.max_skips_per_example,
-                              _ground_truth_shapes(source))
+                              distance, config.max_skips_per_example, truth_shapes)
   dataset = grain.MapDataset.source(local_records)
   if config.shuffle:
     dataset = dataset.shuffle(seed=seed % 2**32)

@@ -29,8 +29,9 @@ chroma. On 128x128 synthetic face crops it decodes in ~0.2 ms against ~0.57 ms f
 (bit-identical pixels): the decode is most of the pipeline's per-example cost. The files are
 standard JPEG; TFDS's own NumPy decoding uses OpenCV or Pillow.
 
-Files: ``<prefix>-<i:05d>-of-<n:05d>.tfrecord`` (TFRecord framing, see ``tfrecord.py``) or
-``.array_record`` (ArrayRecord, one record per chunk for random access, same Example bytes).
+Files: ``<prefix>-<i:05d>-of-<n:05d>.tfrecord`` (TFRecord framing, see ``record_io.py``) or
+``.array_record`` (ArrayRecord, one record per chunk for random access, same Example bytes);
+readers live in ``record_io.py``.
 Every shard is written under a temporary name (``.tmp-`` prefix) and renamed when complete, so a
 file with a final name is always whole.
 """
@@ -45,7 +46,8 @@ from typing import Any
 import numpy as np
 import simplejpeg
 
-from data_pipelines.tfrecord import CorruptRecordError, TFRecordDataSource, TFRecordWriter
+from data_pipelines.record_io import (ArrayRecordSource, ConcatSource, CorruptRecordError,
+                                      TFRecordDataSource, TFRecordWriter)
 
 FORMATS = {"tfrecord": ".tfrecord", "arrayrecord": ".array_record"}
 NUM_MELS = 80
@@ -363,56 +365,6 @@ def find_shard_files(shards: str | os.PathLike | Sequence[str | os.PathLike]) ->
   return found
 
 
-class _ArrayRecordSource:
-  """``ArrayRecordDataSource`` whose corrupt chunks raise :class:`CorruptRecordError`."""
-
-  def __init__(self, paths: Sequence[str]):
-    import grain  # pylint: disable=import-outside-toplevel
-    self.paths = list(paths)
-    self._source = grain.sources.ArrayRecordDataSource(self.paths)
-    self.index_problems: list[str] = []
-
-  def __len__(self) -> int:
-    return len(self._source)
-
-  def __getitem__(self, record_key: int) -> bytes:
-    try:
-      return self._source[int(record_key)]
-    except RuntimeError as error:  # riegeli reports hash mismatches as RuntimeError
-      raise CorruptRecordError(f"ArrayRecord record {int(record_key)} of {self.paths}: "
-                               f"{error}") from error
-
-  def describe(self, record_key: int) -> str:
-    return f"array_record record {int(record_key)} of {len(self.paths)} files"
-
-
-class ConcatSource:
-  """Random access over several sources, numbered one after the other."""
-
-  def __init__(self, sources: Sequence[Any]):
-    self.sources = list(sources)
-    self._starts = np.cumsum([0] + [len(s) for s in self.sources])
-    self.index_problems = [p for s in self.sources for p in s.index_problems]
-
-  def __len__(self) -> int:
-    return int(self._starts[-1])
-
-  def _locate(self, record_key: int) -> tuple[Any, int]:
-    index = int(record_key)
-    if not 0 <= index < len(self):
-      raise IndexError(f"record {index} out of range for {len(self)} records")
-    which = int(np.searchsorted(self._starts, index, side="right")) - 1
-    return self.sources[which], index - int(self._starts[which])
-
-  def __getitem__(self, record_key: int) -> bytes:
-    source, local = self._locate(record_key)
-    return source[local]
-
-  def describe(self, record_key: int) -> str:
-    source, local = self._locate(record_key)
-    return source.describe(local)
-
-
 def open_data_source(shard_files: Sequence[str], verify_checksums: bool = True) -> ConcatSource:
   """Random-access source (``len``, ``[i] -> bytes``) over TFRecord and/or ArrayRecord shards."""
   tfrecords = [p for p in shard_files if p.endswith(FORMATS["tfrecord"])]
@@ -421,7 +373,7 @@ def open_data_source(shard_files: Sequence[str], verify_checksums: bool = True) 
   if tfrecords:
     sources.append(TFRecordDataSource(tfrecords, verify_checksums=verify_checksums))
   if array_records:
-    sources.append(_ArrayRecordSource(array_records))
+    sources.append(ArrayRecordSource(array_records))
   if not sources:
     raise ValueError(f"no .tfrecord or .array_record files among {list(shard_files)[:5]}")
   return ConcatSource(sources)

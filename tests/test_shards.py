@@ -8,8 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from data_pipelines import shards, tfrecord
-from data_pipelines.tfrecord import CorruptRecordError
+from data_pipelines import record_io, shards
+from data_pipelines.record_io import CorruptRecordError
 
 GRAIN_TFRECORD = (pathlib.Path(__import__("grain").__file__).parent
                   / "_src/python/testdata/morris_sequence_first_5.tfrecord")
@@ -31,10 +31,10 @@ def _clip(clip_id: str, num_frames: int, size: int = 32, seed: int = 0) -> dict:
 def test_masked_crc32c_matches_the_standard_check_value_and_tensorflow_files():
   # CRC-32C("123456789") = 0xE3069283 (the catalogued check value); masking per TFRecord spec.
   crc = 0xE3069283
-  assert tfrecord.masked_crc32c(b"123456789") == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+  assert record_io.masked_crc32c(b"123456789") == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
   if not GRAIN_TFRECORD.exists():
     pytest.skip("grain's TensorFlow-written test file is not installed")
-  source = tfrecord.TFRecordDataSource([GRAIN_TFRECORD])  # written by TensorFlow: CRCs must pass
+  source = record_io.TFRecordDataSource([GRAIN_TFRECORD])  # written by TensorFlow: CRCs must pass
   assert [source[i] for i in range(len(source))] == [b"1", b"1 1", b"2 1", b"1 2 1 1",
                                                       b"1 1 1 2 2 1"]
 
@@ -42,18 +42,18 @@ def test_masked_crc32c_matches_the_standard_check_value_and_tensorflow_files():
 def test_tfrecord_writer_is_read_back_by_an_independent_reader(tmp_path):
   import grain
   records = [os.urandom(n) for n in (0, 1, 1000, 70000)]
-  with tfrecord.TFRecordWriter(tmp_path / "a.tfrecord") as writer:
+  with record_io.TFRecordWriter(tmp_path / "a.tfrecord") as writer:
     for record in records:
       writer.write(record)
   assert list(grain.experimental.TFRecordIterDataset(str(tmp_path / "a.tfrecord"))) == records
-  source = tfrecord.TFRecordDataSource([tmp_path / "a.tfrecord", tmp_path / "a.tfrecord"])
+  source = record_io.TFRecordDataSource([tmp_path / "a.tfrecord", tmp_path / "a.tfrecord"])
   assert len(source) == 8 and source[5] == records[1] and source[3] == records[3]
   with pytest.raises(IndexError):
     source[8]
 
 
 def _write(path, records):
-  with tfrecord.TFRecordWriter(path) as writer:
+  with record_io.TFRecordWriter(path) as writer:
     for record in records:
       writer.write(record)
 
@@ -65,12 +65,12 @@ def test_corrupt_data_bytes_are_detected_per_record(tmp_path):
   data = bytearray(path.read_bytes())
   data[(12 + 100 + 4) + 12 + 50] ^= 0x01  # one bit inside record 1's payload
   path.write_bytes(bytes(data))
-  source = tfrecord.TFRecordDataSource([path])
+  source = record_io.TFRecordDataSource([path])
   assert len(source) == 4
   with pytest.raises(CorruptRecordError, match="data CRC"):
     source[1]
   assert source[0] == records[0] and source[2] == records[2]
-  assert tfrecord.TFRecordDataSource([path], verify_checksums=False)[1] != records[1]
+  assert record_io.TFRecordDataSource([path], verify_checksums=False)[1] != records[1]
 
 
 def test_corrupt_header_and_truncation_end_the_index_with_a_message(tmp_path):
@@ -79,11 +79,11 @@ def test_corrupt_header_and_truncation_end_the_index_with_a_message(tmp_path):
   data = bytearray(path.read_bytes())
   data[2 * (12 + 10 + 4)] ^= 0xFF  # length field of record 2
   path.write_bytes(bytes(data))
-  offsets, lengths, problem = tfrecord.index_tfrecord_file(path)
+  offsets, lengths, problem = record_io.index_tfrecord_file(path)
   assert len(offsets) == 2 and "fails its CRC" in problem and "record 2" in problem
   _write(path, [b"x" * 10] * 3)
   path.write_bytes(path.read_bytes()[:-5])
-  source = tfrecord.TFRecordDataSource([path])
+  source = record_io.TFRecordDataSource([path])
   assert len(source) == 2 and "truncated" in source.index_problems[0]
 
 

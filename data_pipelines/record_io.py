@@ -1,4 +1,4 @@
-"""TFRecord files without TensorFlow: writer, offset index and a CRC-checked random-access source.
+"""Record files without TensorFlow: TFRecord writer/index/CRC-checked random access, ArrayRecord.
 
 TFRecord framing (the format ``tf.io.TFRecordWriter`` writes, read by ``tf.data.TFRecordDataset``)::
 
@@ -14,6 +14,10 @@ Random access for Grain: :class:`TFRecordDataSource` scans the 12-byte headers o
 verifying its data CRC so that a flipped bit is reported as :class:`CorruptRecordError` instead of
 reaching the protobuf parser. A corrupt *header* (or a file cut short) ends the index of that
 file at the last good record; the problem is logged and kept in ``index_problems``.
+
+:class:`ArrayRecordSource` wraps Grain's ``ArrayRecordDataSource`` so that riegeli's hash
+mismatches also surface as :class:`CorruptRecordError`; :class:`ConcatSource` numbers several
+sources one after the other. All sources have ``len``, ``[i] -> bytes`` and ``describe(i)``.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import logging
 import os
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 import google_crc32c
 import numpy as np
@@ -185,3 +190,53 @@ class TFRecordDataSource:
   def __repr__(self) -> str:
     return (f"TFRecordDataSource({len(self.paths)} files, {len(self)} records, "
             f"verify_checksums={self.verify_checksums})")
+
+
+class ArrayRecordSource:
+  """``ArrayRecordDataSource`` whose corrupt chunks raise :class:`CorruptRecordError`."""
+
+  def __init__(self, paths: Sequence[str]):
+    import grain  # pylint: disable=import-outside-toplevel
+    self.paths = list(paths)
+    self._source = grain.sources.ArrayRecordDataSource(self.paths)
+    self.index_problems: list[str] = []
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, record_key: int) -> bytes:
+    try:
+      return self._source[int(record_key)]
+    except RuntimeError as error:  # riegeli reports hash mismatches as RuntimeError
+      raise CorruptRecordError(f"ArrayRecord record {int(record_key)} of {self.paths}: "
+                               f"{error}") from error
+
+  def describe(self, record_key: int) -> str:
+    return f"array_record record {int(record_key)} of {len(self.paths)} files"
+
+
+class ConcatSource:
+  """Random access over several sources, numbered one after the other."""
+
+  def __init__(self, sources: Sequence[Any]):
+    self.sources = list(sources)
+    self._starts = np.cumsum([0] + [len(s) for s in self.sources])
+    self.index_problems = [p for s in self.sources for p in s.index_problems]
+
+  def __len__(self) -> int:
+    return int(self._starts[-1])
+
+  def _locate(self, record_key: int) -> tuple[Any, int]:
+    index = int(record_key)
+    if not 0 <= index < len(self):
+      raise IndexError(f"record {index} out of range for {len(self)} records")
+    which = int(np.searchsorted(self._starts, index, side="right")) - 1
+    return self.sources[which], index - int(self._starts[which])
+
+  def __getitem__(self, record_key: int) -> bytes:
+    source, local = self._locate(record_key)
+    return source[local]
+
+  def describe(self, record_key: int) -> str:
+    source, local = self._locate(record_key)
+    return source.describe(local)
