@@ -160,12 +160,12 @@ class TFRecordDataSource:
       fd = self._fds[file_id] = os.open(self.paths[file_id], os.O_RDONLY)
     length = int(self._lengths[index])
     offset = int(self._offsets[index]) + _HEADER.size
-    blob = os.pread(fd, length + _FOOTER.size, offset)
-    if len(blob) != length + _FOOTER.size:
+    data = os.pread(fd, length, offset)  # two reads: slicing one blob would copy the payload
+    footer = os.pread(fd, _FOOTER.size, offset + length)
+    if len(data) != length or len(footer) != _FOOTER.size:
       raise CorruptRecordError(f"{self.paths[file_id]}: record at byte {offset - _HEADER.size} "
                                "is cut short (file changed after indexing?)")
-    data = blob[:length]
-    if self.verify_checksums and masked_crc32c(data) != _FOOTER.unpack(blob[length:])[0]:
+    if self.verify_checksums and masked_crc32c(data) != _FOOTER.unpack(footer)[0]:
       raise CorruptRecordError(f"{self.paths[file_id]}: record at byte {offset - _HEADER.size} "
                                "fails its data CRC (corrupt bytes)")
     return data

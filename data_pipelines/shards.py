@@ -206,14 +206,22 @@ class ParsedClip:
     if not 0 <= start <= stop <= self.num_frames:
       raise IndexError(f"frames [{start}, {stop}) outside clip {self.clip_id!r} of "
                        f"{self.num_frames} frames")
-    decoded = [decode_jpeg(self.frames_jpeg[k]) for k in range(start, stop)]
-    sizes = {frame.shape for frame in decoded}
-    expected = {(image_size, image_size, 3)} if image_size else sizes
-    if len(sizes) > 1 or sizes != expected:
-      raise ValueError(f"clip {self.clip_id!r} has frames of shape {sorted(sizes)}, expected "
-                       f"{sorted(expected)}; set the pipeline's image_size to the shards' crop "
+    first = decode_jpeg(self.frames_jpeg[start]) if stop > start else None
+    size = image_size or (first.shape[0] if first is not None else 0)
+    if first is not None and first.shape != (size, size, 3):
+      raise ValueError(f"clip {self.clip_id!r} has frames of shape {first.shape}, expected "
+                       f"{(size, size, 3)}; set the pipeline's image_size to the shards' crop "
                        "size (or re-run prepare with --size)")
-    return np.stack(decoded)
+    out = np.empty((stop - start, size, size, 3), np.uint8)
+    if first is not None:
+      out[0] = first
+    for k in range(start + 1, stop):
+      # Decoding straight into the output saves a copy; a frame of another size would not fill
+      # its slot exactly, which the returned shape reveals.
+      if decode_jpeg(self.frames_jpeg[k], out=out[k - start]).shape != (size, size, 3):
+        raise CorruptRecordError(f"clip {self.clip_id!r}: frame {k} is not {size}x{size}x3 like "
+                                 "the clip's other frames")
+    return out
 
 
 def parse_clip(serialized: bytes) -> ParsedClip:
