@@ -68,15 +68,16 @@ def get_config() -> ml_collections.ConfigDict:
     shuffle: shuffle clip order (per epoch, seeded).
     worker_count: Grain worker processes (0: everything in this process).
     worker_buffer_size: batches each worker prepares ahead.
-    read_threads: threads that fetch and decode examples in each process (0: none; on 2 cores
-      threads only add GIL contention, use worker_count for parallelism).
+    read_threads: threads that fetch and decode examples in each process (0: none; measured
+      slower than 0 on 2 cores, use worker_count for parallelism).
     prefetch_buffer_size: examples those threads keep ready.
     verify_checksums: check the TFRecord data CRC of every record read.
     max_skips_per_example: corrupt/unusable records tolerated in a row before failing.
     drop_remainder: drop a final partial batch (only relevant with num_epochs).
     image_dtype: "float32" (images in [-1, 1]) or "uint8" (raw pixels; call
       :func:`to_model_range` on the device, which saves host time and transfer bytes).
-    host_prefetch: batches converted ahead by a thread of the training process (0: none).
+    host_prefetch: batches a background thread of the training process keeps ready (it runs the
+      in-process part of the pipeline, float conversion included, while the step runs; 0: none).
   """
   config = ml_collections.ConfigDict()
   config.num_frames = 5

@@ -199,3 +199,14 @@ def test_image_size_mismatch_and_uint8_mode(shard_dir):
   import jax.numpy as jnp
   np.testing.assert_allclose(np.asarray(input_pipeline.to_model_range(jnp.asarray(raw["ref_img"]))),
                              converted["ref_img"], atol=1e-6)
+
+
+def test_default_host_shard_comes_from_jax_and_epochs_reshuffle(shard_dir):
+  import jax
+  directory, _ = shard_dir
+  config = _config(num_epochs=2, drop_remainder=False)
+  indices = [int(b["clip_index"][0]) for b in input_pipeline.create_train_iterator(
+      config, directory, seed=3, batch_size=1)]
+  assert jax.process_count() == 1 and len(indices) == 16
+  first, second = indices[:8], indices[8:]
+  assert sorted(first) == sorted(second) == list(range(8)) and first != second
