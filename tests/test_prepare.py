@@ -209,3 +209,31 @@ def test_s3fd_needs_weights_and_help_explains_every_flag(tmp_path):
   for action in flags:
     assert action.option_strings[0] in result.stdout
   assert "silent audio" in result.stdout and "Resuming" in result.stdout
+
+
+class _StubDetector:
+  """Stands in for S3FD (its weights are user-supplied): one face box, none in `missing` frames."""
+
+  def __init__(self, missing=()):
+    self.missing, self.seen = set(missing), 0
+
+  def detect(self, frames, batch_size=16):
+    out = []
+    for _ in frames:
+      found = self.seen not in self.missing
+      out.append(np.array([[40.0, 10.0, 120.0, 100.0, 0.99]] if found else np.zeros((0, 5))))
+      self.seen += 1
+    return out
+
+
+def test_face_detector_boxes_and_missing_face_policy(synthetic_videos):
+  videos, _ = synthetic_videos
+  path = str(videos / "clip_00000.mp4")
+  options = prepare.PrepareOptions(crop="s3fd", pads=(0, 10, 0, 0))
+  record = shards.parse_clip(prepare.process_video(path, "c", options, _StubDetector()))
+  # Detection (40, 10, 120, 100) plus 10 px at the bottom, constant so smoothing keeps it.
+  np.testing.assert_array_equal(record.boxes, np.tile([40, 10, 120, 110], (NUM_FRAMES, 1)))
+  with pytest.raises(ValueError, match="no face detected in 1 of 40 frames.*3"):
+    prepare.process_video(path, "c", options, _StubDetector(missing=[3]))
+  filled = prepare.PrepareOptions(crop="s3fd", no_face="nearest")
+  assert shards.parse_clip(prepare.process_video(path, "c", filled, _StubDetector([3]))).num_frames == 40
