@@ -181,7 +181,8 @@ def test_single_node_dry_run():
                 "--mem_fraction=0.8", "--", *TRICKY_FLAGS],
                env={"DRY_RUN": "1", "XLA_FLAGS": "--xla_dump_to=/tmp/x"})
   (argv,) = printed_commands(result.stdout)
-  assert argv == ["env", "CUDA_VISIBLE_DEVICES=0,1", f"XLA_FLAGS=--xla_dump_to=/tmp/x {GPU_XLA_FLAG}",
+  assert argv == ["env", "CUDA_VISIBLE_DEVICES=0,1",
+                  f"XLA_FLAGS=--xla_dump_to=/tmp/x {GPU_XLA_FLAG}",
                   "XLA_PYTHON_CLIENT_MEM_FRACTION=0.8", "python3", "-m", "diff2lip_jax.train",
                   "--config", "configs/released.py", "--workdir", "/ckpt/r", *TRICKY_FLAGS]
 
@@ -189,8 +190,9 @@ def test_single_node_dry_run():
 def test_gpu_xla_flags_are_known_to_this_jaxlib():
   """An unknown XLA flag aborts every process at start-up: the default must exist."""
   env = {**os.environ, "XLA_FLAGS": GPU_XLA_FLAG, "JAX_PLATFORMS": "cpu"}
-  result = subprocess.run([sys.executable, "-c", "import jax; jax.numpy.zeros(1).block_until_ready()"],
-                          env=env, capture_output=True, text=True, timeout=120)
+  code = "import jax; jax.numpy.zeros(1).block_until_ready()"
+  result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
   assert GPU_XLA_FLAG in (LAUNCH / "gpu/single_node.sh").read_text()
   assert GPU_XLA_FLAG in (LAUNCH / "gpu/slurm.sbatch").read_text()
@@ -223,7 +225,8 @@ verb, home = args[3], os.environ["HOME"]
 if verb == "describe":
   state = os.environ.get("FAKE_STATE", "READY")
   if state in ("NOT_FOUND", "PERMISSION_DENIED"):
-    sys.exit(print("ERROR: (gcloud.compute.tpus.tpu-vm.describe) %s: no" % state, file=sys.stderr) or 1)
+    print("ERROR: (gcloud.compute.tpus.tpu-vm.describe) %s: no" % state, file=sys.stderr)
+    sys.exit(1)
   print(state)
 elif os.environ.get("FAKE_EXEC") != "1":
   pass

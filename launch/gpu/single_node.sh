@@ -24,7 +24,8 @@ Options (env var in brackets):
   --workdir DIR       checkpoints and logs, local path or gs:// [WORKDIR]
   --config FILE       config file, relative to the repository [CONFIG, default configs/released.py]
   --gpus LIST         GPUs to use, e.g. 0,1,2,3 [CUDA_VISIBLE_DEVICES, default all]
-  --mem_fraction F    GPU memory share JAX preallocates [XLA_PYTHON_CLIENT_MEM_FRACTION, default 0.90]
+  --mem_fraction F    share of GPU memory JAX preallocates
+                      [XLA_PYTHON_CLIENT_MEM_FRACTION, default 0.90]
   --dry_run           print the command instead of running it [DRY_RUN=1]
   -h, --help          show this help
 Also read: PYTHON (default python3); GPU_XLA_FLAGS (default

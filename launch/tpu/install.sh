@@ -24,8 +24,9 @@ Options (env var in brackets):
   --repo URL        git URL the workers clone [REPO_URL]
   --ref REF         branch, tag or commit to check out with --repo [REPO_REF, default main]
   --tarball PATH    local .tar.gz of the repository to copy [TARBALL]
-  --remote_dir DIR  install directory, relative to the remote home [REMOTE_DIR, default diff2lip-jax]
-  --jax_spec SPEC   pip requirement for JAX [JAX_SPEC, default 'jax[tpu]'; pin e.g. 'jax[tpu]==0.10.2']
+  --remote_dir DIR  install directory, relative to the remote home
+                    [REMOTE_DIR, default diff2lip-jax]
+  --jax_spec SPEC   pip requirement for JAX, e.g. 'jax[tpu]==0.10.2' [JAX_SPEC, default jax[tpu]]
 $COMMON_OPTIONS_HELP
 
 Example:
@@ -51,7 +52,8 @@ while (($#)); do
 done
 
 if [[ -n $REPO_URL ]]; then
-  fetch="{ $(remote_command test -d "$REMOTE_DIR/.git") || $(remote_command git clone --quiet "$REPO_URL" "$REMOTE_DIR"); }"
+  fetch="{ $(remote_command test -d "$REMOTE_DIR/.git")"
+  fetch+=" || $(remote_command git clone --quiet "$REPO_URL" "$REMOTE_DIR"); }"
   fetch+=" && $(remote_command git -C "$REMOTE_DIR" fetch --quiet origin "$REPO_REF")"
   fetch+=" && $(remote_command git -C "$REMOTE_DIR" checkout --quiet --detach FETCH_HEAD)"
 else
@@ -75,5 +77,6 @@ fi
 # own dependencies and jax[tpu] are resolved together so the TPU jaxlib/libtpu win.
 install="$(remote_command cd "$REMOTE_DIR")"
 install+=" && $(remote_command "$REMOTE_PYTHON" -m pip install --quiet --upgrade pip)"
-install+=" && $(remote_command "$REMOTE_PYTHON" -m pip install --quiet -e . "$JAX_SPEC" -f "$LIBTPU_URL")"
+install+=" && $(remote_command "$REMOTE_PYTHON" -m pip install --quiet -e . "$JAX_SPEC" \
+  -f "$LIBTPU_URL")"
 tpu_vm ssh "$TPU_NAME" --worker=all "--command=$fetch && $install"

@@ -19,7 +19,8 @@ Options (env var in brackets):
   --worker N        worker index, or 'all' for every worker interleaved [WORKER, default 0]
   --lines N         lines of history to show [LINES_SHOWN, default 100]
   --no_follow       print and exit instead of following
-  --log_dir DIR     per-worker log directory, relative to the remote home [LOG_DIR, default diff2lip-logs]
+  --log_dir DIR     per-worker log directory, relative to the remote home
+                    [LOG_DIR, default diff2lip-logs]
 $COMMON_OPTIONS_HELP
 USAGE
 }

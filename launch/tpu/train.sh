@@ -22,7 +22,8 @@ Options (env var in brackets):
   --env KEY=VALUE   extra environment for training, repeatable (e.g. LIBTPU_INIT_ARGS=...)
   --restart         stop a training still running on the workers first (else: refuse)
   --remote_dir DIR  where install.sh put the code [REMOTE_DIR, default diff2lip-jax]
-  --log_dir DIR     per-worker log directory, relative to the remote home [LOG_DIR, default diff2lip-logs]
+  --log_dir DIR     per-worker log directory, relative to the remote home
+                    [LOG_DIR, default diff2lip-logs]
 $COMMON_OPTIONS_HELP
 
 Words after "--" go to the training command unchanged, spaces and quotes included, e.g.
