@@ -147,16 +147,20 @@ def test_combined_layouts_give_same_params(net):
       slice_of[name] = 1 + sum(i >= e for e in ends)
   richzhang = {(f"net.slice{slice_of[k]}.{k[len('features.'):]}" if k in slice_of else k): v
                for k, v in state.items()}
-  richzhang["scaling_layer.shift"] = np.array([-.030, -.088, -.188], np.float32)[None, :, None, None]
-  richzhang["scaling_layer.scale"] = np.array([.458, .448, .450], np.float32)[None, :, None, None]
+  richzhang["scaling_layer.shift"] = np.array([-.030, -.088, -.188], np.float32).reshape(1, 3, 1, 1)
+  richzhang["scaling_layer.scale"] = np.array([.458, .448, .450], np.float32).reshape(1, 3, 1, 1)
   lpips_pytorch = {("net.layers." + k[len("features."):] if k in slice_of
-                    else re.sub(r"^lin(\d)\.model\.1", r"lin.\1.1", k)): v for k, v in state.items()}
+                    else re.sub(r"^lin(\d)\.model\.1", r"lin.\1.1", k)): v
+                   for k, v in state.items()}
   lpips_pytorch["net.mean"] = richzhang["scaling_layer.shift"]
   lpips_pytorch["net.std"] = richzhang["scaling_layer.scale"]
   dataparallel = {"module." + k: v for k, v in state.items()}
+  # lpips_pytorch's get_state_dict() renames the lin file to "{k}.1.weight"
+  renamed_lins = {re.sub(r"^lin(\d)\.model\.1", r"\1.1", k): v for k, v in state.items()}
+  assert "0.1.weight" in renamed_lins
   want = lpips_convert.params_from_torch(state, net)
   assert want["features_0"]["kernel"].shape[:2] == ((3, 3) if net == "vgg" else (11, 11))
-  for layout in (richzhang, lpips_pytorch, dataparallel):
+  for layout in (richzhang, lpips_pytorch, dataparallel, renamed_lins):
     got = lpips_convert.params_from_torch(layout, net)
     jax.tree_util.tree_map(np.testing.assert_array_equal, got, want)
   assert infer_net(want) == net

@@ -149,7 +149,7 @@ class LPIPS(nn.Module):
 def init_lpips_params(rng: jax.Array, net: str = "vgg", image_size: int = 64) -> dict:
   """Randomly initialised parameters (tests and shape checks; real use loads weights)."""
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  return LPIPS(net=net).init(rng, x, x)["params"]
+  return jax.jit(LPIPS(net=net).init)(rng, x, x)["params"]
 
 
 def infer_net(params: Mapping[str, Any]) -> str:
