@@ -1,0 +1,305 @@
+"""Grain pipeline: clip shards -> in-sync / off-sync pairs for training the SyncNet expert.
+
+Per example, as Wav2Lip's ``color_syncnet_train.py`` draws them (one clip per example, drawn
+by a seeded per-epoch shuffle of this host's records):
+
+* ``label`` is 1 with probability ``in_sync_probability`` (0.5), else 0;
+* a face window of 5 consecutive frames starting at ``j``, uniform over the valid starts
+  (``j + 5 <= T`` and the mel window at ``j`` inside the spectrogram) that have at least one
+  valid partner start ``k`` with ``|k - j| >= min_shift``;
+* ``mel``: the sync window of start ``j`` when ``label == 1``, else of a partner ``k`` drawn
+  uniformly (rows ``int(80 * (s / fps)) : + 16`` transposed to ``[80, 16]``, Wav2Lip
+  ``crop_audio_window``).
+
+Wav2Lip shifts the face window and keeps the mel at ``j``; here the mel is shifted and the face
+kept, which gives the same pair distribution. With ``min_shift=1`` (Wav2Lip's rule: any other
+frame) an off-sync window may overlap its face window by up to 4 frames.
+
+Batch (dict of NumPy arrays)::
+
+  frames [B, 5, S, S, 3] uint8 RGB   the face window, full crops (the model side turns them into
+                                     SyncNet's ``[48, 96, 15]`` BGR input, see ``train_syncnet``)
+  mel [B, 80, 16] f32                label [B] f32 (1 in-sync, 0 off-sync)
+  clip_index [B] i32                 frame_index [B] i32 (j)
+  mel_frame_index [B] i32 (k; == j for in-sync pairs)
+  skipped_records [B] i32            <ground truth> [B, 5] / [B, 5, D] f32 of the face window
+
+Frames stay uint8 until they reach the device (a quarter of the bytes); resizing to 96x96 and
+the lower-half crop happen there, with the same ``syncnet_face_input`` the Diff2Lip sync loss
+uses, so the expert sees identical preprocessing in both trainings.
+
+Determinism, checkpointable state (``input_pipeline.TrainIterator``), host sharding
+(``records[shard_index::shard_count]``) and corrupt-record skipping work as in
+``data_pipelines.input_pipeline``, whose pieces this module reuses.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import shutil
+import time
+from collections.abc import Sequence
+
+import grain
+import ml_collections
+import numpy as np
+
+from data_pipelines import input_pipeline, shards
+from data_pipelines.input_pipeline import MEL_WINDOW_STEPS, TrainIterator, mel_start_row
+from data_pipelines.record_io import CorruptRecordError
+
+SYNC_WINDOW = 5
+BATCH_KEYS = ("frames", "mel", "label", "clip_index", "frame_index", "mel_frame_index",
+              "skipped_records")
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Pipeline settings (the trainer's ``config.data`` adds its own fields to these).
+
+  Fields:
+    image_size: crop size S the shards were written with.
+    min_shift: smallest |k - j| (frames) between a face window and an off-sync mel window.
+    in_sync_probability: chance that an example is an in-sync pair (label 1).
+    shuffle, num_epochs, worker_count, worker_buffer_size, read_threads, prefetch_buffer_size,
+    verify_checksums, max_skips_per_example, drop_remainder, host_prefetch: as in
+      ``input_pipeline.get_config``.
+  """
+  config = ml_collections.ConfigDict()
+  config.image_size = 128
+  config.min_shift = 1
+  config.in_sync_probability = 0.5
+  config.shuffle = True
+  config.num_epochs = ml_collections.config_dict.placeholder(int)
+  config.worker_count = 0
+  config.worker_buffer_size = 2
+  config.read_threads = 0
+  config.prefetch_buffer_size = 64
+  config.verify_checksums = True
+  config.max_skips_per_example = 16
+  config.drop_remainder = True
+  config.host_prefetch = 2
+  return config
+
+
+def num_sync_starts(num_frames: int, mel_rows: int, fps: float) -> int:
+  """How many starts ``0 .. n-1`` have a whole face window and a whole mel window."""
+  if num_frames < SYNC_WINDOW:
+    return 0
+  starts = np.arange(num_frames - SYNC_WINDOW + 1)
+  fits = mel_start_row(starts, fps) + MEL_WINDOW_STEPS <= mel_rows
+  return int(np.count_nonzero(fits))  # mel_start_row grows with the start: a prefix fits
+
+
+def partner_counts(num_starts: int, min_shift: int) -> np.ndarray:
+  """``[num_starts]``: per start j, the number of starts k with ``|k - j| >= min_shift``."""
+  starts = np.arange(num_starts)
+  before = np.maximum(starts - min_shift + 1, 0)
+  after = np.maximum(num_starts - starts - min_shift, 0)
+  return before + after
+
+
+class UnusableClipError(ValueError):
+  """A clip without two valid windows ``min_shift`` frames apart."""
+
+
+class SyncPairSampler:
+  """``(record_index, rng) -> example``: reads a clip and draws one in-sync or off-sync pair."""
+
+  def __init__(self, source, local_records: np.ndarray, image_size: int, min_shift: int,
+               in_sync_probability: float, max_skips: int,
+               ground_truth_shapes: dict[str, tuple]):
+    if min_shift < 1:
+      raise ValueError(f"min_shift must be >= 1 (0 would make off-sync pairs in sync), got "
+                       f"{min_shift}")
+    if not 0.0 <= in_sync_probability <= 1.0:
+      raise ValueError(f"in_sync_probability must be in [0, 1], got {in_sync_probability}")
+    self.source = source
+    self.local_records = np.asarray(local_records, np.int64)
+    self.image_size = image_size
+    self.min_shift = min_shift
+    self.in_sync_probability = in_sync_probability
+    self.max_skips = max_skips
+    self.ground_truth_shapes = ground_truth_shapes
+
+  def __call__(self, record_index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    index = int(record_index)
+    for skipped in range(self.max_skips + 1):
+      try:
+        example = self.example(index, shards.parse_clip(self.source[index]), rng)
+        example["skipped_records"] = np.int32(skipped)
+        return example
+      except (CorruptRecordError, UnusableClipError) as error:
+        logging.warning("skipping record %d (%s): %s", index, self.source.describe(index), error)
+        index = int(self.local_records[rng.integers(len(self.local_records))])
+    raise RuntimeError(f"{self.max_skips + 1} records in a row were corrupt or unusable (last: "
+                       f"{self.source.describe(index)}); check the shards, e.g. re-run prepare")
+
+  def example(self, index: int, clip: shards.ParsedClip,
+              rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The arrays of one example from a parsed clip (see the module docstring)."""
+    count = num_sync_starts(clip.num_frames, clip.mel.shape[0], clip.fps)
+    partners = partner_counts(count, self.min_shift)
+    usable = np.flatnonzero(partners)
+    if usable.size == 0:
+      raise UnusableClipError(
+          f"clip {clip.clip_id!r} ({clip.num_frames} frames, {clip.mel.shape[0]} mel rows) has "
+          f"no two {SYNC_WINDOW}-frame windows with audio {self.min_shift} frames apart")
+    in_sync = bool(rng.random() < self.in_sync_probability)
+    start = int(usable[rng.integers(usable.size)])
+    mel_start = start
+    if not in_sync:
+      pick = int(rng.integers(partners[start]))
+      before = max(start - self.min_shift + 1, 0)
+      mel_start = pick if pick < before else start + self.min_shift + (pick - before)
+    row = int(mel_start_row(mel_start, clip.fps))
+    example = {
+        "frames": clip.frames(start, start + SYNC_WINDOW, self.image_size),
+        "mel": np.ascontiguousarray(clip.mel[row:row + MEL_WINDOW_STEPS].T),
+        "label": np.float32(in_sync),
+        "clip_index": np.int32(index),
+        "frame_index": np.int32(start),
+        "mel_frame_index": np.int32(mel_start),
+    }
+    for name, tail in self.ground_truth_shapes.items():
+      values = clip.ground_truth.get(name)
+      example[name] = (values[start:start + SYNC_WINDOW].astype(np.float32)
+                       if values is not None
+                       else np.full((SYNC_WINDOW, *tail), np.nan, np.float32))
+    return example
+
+
+def split_records(num_records: int, num_eval: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Seeded split of record indices into (train, held-out eval), each sorted.
+
+  For real data prefer separate eval shards with unseen speakers (``data.eval_shards``): a
+  random split of clips can put one speaker's clips on both sides.
+  """
+  if not 0 <= num_eval < num_records:
+    raise ValueError(f"cannot hold out {num_eval} of {num_records} clips for evaluation; need "
+                     "0 <= num_eval_clips < number of clips (write more clips or lower it)")
+  order = np.random.default_rng([seed, 0x5C]).permutation(num_records)
+  return np.sort(order[num_eval:]), np.sort(order[:num_eval])
+
+
+def create_dataset(config: ml_collections.ConfigDict | None,
+                   shards_or_dir: str | os.PathLike | Sequence[str], *, seed: int,
+                   batch_size: int, records: np.ndarray | None = None,
+                   shard_index: int | None = None,
+                   shard_count: int | None = None) -> grain.IterDataset:
+  """Grain ``IterDataset`` of SyncNet batches (see :func:`create_iterator`)."""
+  config = config if config is not None else get_config()
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  files = shards.find_shard_files(shards_or_dir)
+  source = shards.open_data_source(files, verify_checksums=config.verify_checksums)
+  records = np.arange(len(source)) if records is None else np.asarray(records, np.int64)
+  if records.size and (records.min() < 0 or records.max() >= len(source)):
+    raise ValueError(f"record indices must be in [0, {len(source)}) for {files[0]} ...")
+  # pylint: disable-next=protected-access
+  shard_index, shard_count = input_pipeline._host_shard(shard_index, shard_count)
+  local_records = records[shard_index::shard_count]
+  if local_records.size == 0:
+    raise ValueError(f"host shard {shard_index}/{shard_count} gets no records: only "
+                     f"{records.size} records selected from {len(files)} files")
+  truth_shapes = input_pipeline._ground_truth_shapes(source)  # pylint: disable=protected-access
+  clashes = set(truth_shapes) & set(BATCH_KEYS)
+  if clashes:
+    raise ValueError(f"ground-truth arrays {sorted(clashes)} in {files[0]} clash with batch keys; "
+                     "rename them when writing the shards")
+  sampler = SyncPairSampler(source, local_records, config.image_size, config.min_shift,
+                            config.in_sync_probability, config.max_skips_per_example,
+                            truth_shapes)
+  dataset = grain.MapDataset.range(len(local_records)).repeat(config.num_epochs)
+  dataset = dataset.map_with_index(
+      input_pipeline.EpochOrder(local_records, seed, config.shuffle))
+  dataset = dataset.random_map(sampler, seed=(seed + 1) % 2**32)
+  read_options = grain.ReadOptions(num_threads=config.read_threads,
+                                   prefetch_buffer_size=config.prefetch_buffer_size)
+  batches = dataset.to_iter_dataset(read_options).batch(batch_size,
+                                                        drop_remainder=config.drop_remainder)
+  if config.worker_count > 0:
+    input_pipeline._use_default_absl_flags()  # pylint: disable=protected-access
+    batches = batches.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=config.worker_count, per_worker_buffer_size=config.worker_buffer_size))
+  if config.host_prefetch > 0:
+    batches = grain.experimental.ThreadPrefetchIterDataset(
+        batches, prefetch_buffer_size=config.host_prefetch)
+  return batches
+
+
+def create_iterator(config: ml_collections.ConfigDict | None,
+                    shards_or_dir: str | os.PathLike | Sequence[str], *, seed: int,
+                    batch_size: int, records: np.ndarray | None = None,
+                    shard_index: int | None = None,
+                    shard_count: int | None = None) -> TrainIterator:
+  """SyncNet batches from shard files (a directory, glob, file or list of those).
+
+  Args:
+    config: :func:`get_config` fields (None: defaults); extra fields are ignored.
+    seed: controls clip order, labels and every window choice.
+    batch_size: per-host batch size B.
+    records: indices of the records to draw from (e.g. one side of :func:`split_records`);
+      None: all. Hosts split these as ``records[shard_index::shard_count]``.
+    shard_index, shard_count: this host's slice (default: JAX process index/count).
+  Returns:
+    a checkpointable ``input_pipeline.TrainIterator`` yielding the batch dict of the module
+    docstring (``get_state`` / ``set_state``, Grain's Orbax handler).
+  """
+  return TrainIterator(create_dataset(config, shards_or_dir, seed=seed, batch_size=batch_size,
+                                      records=records, shard_index=shard_index,
+                                      shard_count=shard_count))
+
+
+def write_synthetic_shards(config: ml_collections.ConfigDict,
+                           workdir: str | os.PathLike) -> pathlib.Path:
+  """Writes ``config.synthetic_clips`` generated clips to ``workdir/synthetic_shards`` once.
+
+  Uses ``synthetic_{clips,seed,min_frames,max_frames}`` and ``image_size``. The directory is
+  written under a temporary name and renamed, so an existing one is complete and is reused.
+  With several hosts, host 0 writes (``workdir`` must be shared) and the others wait.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  from data_pipelines import synthetic  # pylint: disable=import-outside-toplevel
+  out = pathlib.Path(workdir) / "synthetic_shards"
+  if jax.process_index() == 0 and not out.is_dir():
+    started = time.perf_counter()
+    tmp = out.with_name(f"{shards.TMP_PREFIX}synthetic_shards-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    clips = synthetic.generate_dataset(
+        config.synthetic_clips, seed=config.synthetic_seed,
+        min_frames=config.synthetic_min_frames, max_frames=config.synthetic_max_frames,
+        image_size=config.image_size)
+    shards.write_shards(clips, tmp, num_shards=max(1, min(4, config.synthetic_clips)))
+    os.replace(tmp, out)
+    logging.info("wrote %d synthetic clips to %s in %.1f s", config.synthetic_clips, out,
+                 time.perf_counter() - started)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices("syncnet synthetic shards")
+  return out
+
+
+def training_sources(config: ml_collections.ConfigDict, workdir: str | os.PathLike, seed: int):
+  """``((train_shards, train_records), (eval_shards, eval_records))`` for the trainer.
+
+  ``config`` is the trainer's ``config.data``: ``shards`` (None or ``synthetic=True``: generated
+  clips, see :func:`write_synthetic_shards`), ``eval_shards`` (None: hold ``num_eval_clips``
+  of the training clips out, :func:`split_records` with ``seed``). Records None mean all.
+  """
+  if config.synthetic and config.shards:
+    raise ValueError("set either data.shards or data.synthetic=True, not both")
+  if config.synthetic or not config.shards:
+    if not config.synthetic:
+      logging.warning("no data.shards given: training on synthetic clips")
+    train = str(write_synthetic_shards(config, workdir))
+  else:
+    train = config.shards
+  if config.eval_shards:
+    return (train, None), (config.eval_shards, None)
+  count = len(shards.open_data_source(shards.find_shard_files(train), verify_checksums=False))
+  train_records, eval_records = split_records(count, config.num_eval_clips, seed)
+  if eval_records.size == 0:
+    raise ValueError("data.num_eval_clips is 0 and no data.eval_shards given: nothing to "
+                     "evaluate; set one of them")
+  return (train, train_records), (train, eval_records)
