@@ -63,7 +63,8 @@ def create_model(model_config: Any) -> nn.Module:
   Fields: image_size, num_channels, num_res_blocks, num_heads, num_heads_upsample,
   num_head_channels, attention_resolutions (str), channel_mult (str, "" = by size), dropout,
   use_scale_shift_norm, resblock_updown, learn_sigma, use_ref, nrefer, use_audio,
-  audio_as_style, nframes, dtype ("float32"|"bfloat16"), remat (or use_checkpoint).
+  audio_as_style, audio_encoder_channels (32) and audio_encoder_num_res_blocks (2) (the
+  reference's audio_encoder_kwargs), nframes, dtype ("float32"|"bfloat16"), remat (or use_checkpoint).
   """
   if _get(model_config, "class_cond", False):
     raise ValueError("class_cond=True is not supported by Diff2Lip models")
@@ -88,6 +89,8 @@ def create_model(model_config: Any) -> nn.Module:
       nrefer=int(_get(model_config, "nrefer", 1)),
       use_audio=bool(_get(model_config, "use_audio", True)),
       audio_as_style=bool(_get(model_config, "audio_as_style", True)),
+      audio_channels=int(_get(model_config, "audio_encoder_channels", 32)),
+      audio_num_res_blocks=int(_get(model_config, "audio_encoder_num_res_blocks", 2)),
       dtype=compute_dtype(model_config),
       remat=bool(_get(model_config, "remat", False) or _get(model_config, "use_checkpoint", False)),
   )

