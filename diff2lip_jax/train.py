@@ -57,6 +57,10 @@ def main(argv) -> None:
   if _DISTRIBUTED.value or os.environ.get("DIFF2LIP_DISTRIBUTED") == "1":
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  if "://" not in _WORKDIR.value and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    # A resumed run (after preemption) then skips most of the compile time.
+    jax.config.update("jax_compilation_cache_dir", os.path.join(_WORKDIR.value, "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   from diff2lip_jax.training.loop import train_and_evaluate
   stop = StopRequested()
   train_and_evaluate(_CONFIG.value, _WORKDIR.value, stop=stop)

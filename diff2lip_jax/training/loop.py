@@ -22,6 +22,17 @@ class NonFiniteError(RuntimeError):
   """Too many consecutive steps with a non-finite loss or gradient."""
 
 
+def check_nonfinite(metrics: dict, config: ml_collections.ConfigDict, step: int,
+                    workdir: str) -> None:
+  """Stops the run once more than ``train.max_nonfinite_streak`` updates in a row were skipped."""
+  streak = int(metrics["nonfinite_streak"])
+  if streak > int(config.train.max_nonfinite_streak):
+    raise NonFiniteError(
+        f"{streak} consecutive steps had a non-finite loss or gradient (step {step}); lower "
+        "optimizer.lr, check the data, or use float32 (--config.model.dtype=float32). The last "
+        f"good checkpoint is in {checkpointing.checkpoint_dir(workdir)}")
+
+
 def _example_inputs(config: ml_collections.ConfigDict, n: int = 1) -> dict[str, jax.Array]:
   size, nrefer = int(config.model.image_size), int(config.model.get("nrefer", 1))
   img = jnp.zeros((n, size, size, 3), jnp.float32)
@@ -134,12 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: An
     batch = sharding.global_batch(next(iterator), mesh)
     state, metrics = step_fn(state, batch, frozen)
     done = step + 1
-    if int(metrics["nonfinite_streak"]) > int(config.train.max_nonfinite_streak):
-      raise NonFiniteError(
-          f"{int(metrics['nonfinite_streak'])} consecutive steps had a non-finite loss or "
-          f"gradient (step {done}); lower optimizer.lr, check the data, or use float32 "
-          "(--config.model.dtype=float32). The last good checkpoint is in "
-          f"{checkpointing.checkpoint_dir(workdir)}")
+    check_nonfinite(metrics, config, done, workdir)
     if done % int(config.train.log_every) == 0 or done == end_step:
       now = time.time()
       rate = (done - last_log_step) / max(now - last_log_time, 1e-9)

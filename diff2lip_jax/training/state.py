@@ -76,12 +76,20 @@ def _ema_rates(config: ml_collections.ConfigDict) -> list[float]:
   return [float(r) for r in rates]
 
 
-def update_ema(ema: dict, params: Any, config: ml_collections.ConfigDict) -> dict:
-  """``ema <- rate * ema + (1 - rate) * params`` for every configured rate."""
+def ema_decay(rate: float, step: jax.Array) -> jax.Array:
+  """``min(rate, (1 + step) / (10 + step))``: early on the average forgets the random init
+  quickly, so short runs (and the first samples of long ones) use trained weights."""
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(rate, (1.0 + step) / (10.0 + step))
+
+
+def update_ema(ema: dict, params: Any, config: ml_collections.ConfigDict,
+               step: jax.Array) -> dict:
+  """``ema <- d * ema + (1 - d) * params`` with ``d = ema_decay(rate, step)`` per rate."""
   out = {}
   for rate, name in zip(_ema_rates(config), ema_names(config)):
-    out[name] = jax.tree_util.tree_map(lambda e, p, r=rate: r * e + (1.0 - r) * p,
-                                       ema[name], params)
+    d = ema_decay(rate, step)
+    out[name] = jax.tree_util.tree_map(lambda e, p, d=d: d * e + (1.0 - d) * p, ema[name], params)
   return out
 
 

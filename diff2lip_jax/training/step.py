@@ -107,7 +107,7 @@ def make_train_step(model: nn.Module, diffusion: GaussianDiffusion,
     new_params = optax.apply_updates(state.params, updates)
     params = _select(finite, new_params, state.params)
     opt_state = _select(finite, new_opt, state.opt_state)
-    ema = _select(finite, update_ema(state.ema, params, config), state.ema)
+    ema = _select(finite, update_ema(state.ema, params, config, state.step), state.ema)
 
     disc_params, disc_opt_state = state.disc_params, state.disc_opt_state
     metrics = dict(terms)

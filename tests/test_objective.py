@@ -1,0 +1,130 @@
+"""Each term of the Diff2Lip objective against hand-computed values; the step learns."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diff2lip_jax.diffusion import create_diffusion
+from diff2lip_jax.training import objective
+from diff2lip_jax.training.step import make_train_step
+from tests.training_utils import model_and_state, random_batch, tiny_config
+
+
+def _mask(n=1, size=4):
+  mask = np.zeros((n, size, size, 1), np.float32)
+  mask[:, size // 2:] = 1.0
+  return mask
+
+
+def test_masked_mse_and_l1_count_only_the_masked_region():
+  pred = np.zeros((1, 4, 4, 3), np.float32)
+  target = np.zeros_like(pred)
+  target[:, 2:] = 2.0          # masked rows: error 2
+  target[:, :2] = 100.0        # unmasked rows: must not count
+  mask = _mask()
+  assert float(objective.masked_mse(pred, target, mask)) == 4.0
+  assert float(objective.masked_l1(pred, target, mask)) == 2.0
+  target[0, 3, 0, 0] = 5.0     # one of 24 masked values: error 5 instead of 2
+  np.testing.assert_allclose(float(objective.masked_mse(pred, target, mask)),
+                             (23 * 4 + 25) / 24, rtol=1e-6)
+
+
+def test_composite_and_weighted_total():
+  gen, orig, mask = np.full((1, 4, 4, 3), 1.0), np.full((1, 4, 4, 3), -1.0), _mask()
+  shown = np.asarray(objective.composite(gen, orig, mask))
+  assert (shown[:, 2:] == 1).all() and (shown[:, :2] == -1).all()
+  terms = {"mse": jnp.array(2.0), "vb": jnp.array(3.0), "sync": jnp.array(10.0),
+           "per_frame": jnp.ones(3)}
+  total = objective.weighted_total(terms, {"mse": 1.0, "vb": 0.5, "sync": 0.0})
+  assert float(total) == 3.5
+
+
+def test_diffusion_terms_match_a_hand_computation():
+  config = tiny_config()
+  diffusion = create_diffusion(config.diffusion, timestep_respacing="")
+  rng = np.random.default_rng(0)
+  x0 = rng.uniform(-1, 1, (2, 4, 4, 3)).astype(np.float32)
+  noise = rng.standard_normal(x0.shape).astype(np.float32)
+  t = np.array([10, 500])
+  x_t = np.asarray(diffusion.q_sample(x0, t, noise))
+  eps_pred = noise + 0.5  # error 0.5 everywhere
+  output = np.concatenate([eps_pred, np.zeros_like(eps_pred)], -1)
+  terms = objective.diffusion_terms(diffusion, output, x0, x_t, t, noise, _mask(2))
+  np.testing.assert_allclose(float(terms["mse"]), 0.25, rtol=1e-6)
+  # x̂0 = (x_t - sqrt(1-ab) eps) / sqrt(ab), clipped.
+  ab = diffusion.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+  want = np.clip((x_t - np.sqrt(1 - ab) * eps_pred) / np.sqrt(ab), -1, 1)
+  np.testing.assert_allclose(np.asarray(terms["pred_xstart"]), want, rtol=1e-4, atol=1e-5)
+  vb_direct = diffusion.hybrid_vb_term(output, x0, x_t, t, mask=_mask(2))
+  np.testing.assert_allclose(float(terms["vb"]), float(jnp.mean(vb_direct)), rtol=1e-6)
+
+
+def test_sync_loss_is_bce_of_the_cosine_similarity():
+  emb_a = jnp.array([[1.0, 0.0], [0.6, 0.8]])
+  emb_v = jnp.array([[1.0, 0.0], [1.0, 0.0]])   # cosines 1.0 and 0.6
+
+  def fake_syncnet(variables, mel, face):
+    assert mel.shape == (2, 80, 16, 1) and face.shape == (2, 48, 96, 15)
+    return emb_a, emb_v
+
+  frames = jnp.zeros((10, 32, 32, 3))
+  loss = objective.sync_loss(fake_syncnet, None, frames, jnp.zeros((2, 80, 16)), nframes=5)
+  # Clamped log at -100 as torch's BCELoss: -(log(1) + log(0.6)) / 2.
+  np.testing.assert_allclose(float(loss), -np.log(0.6) / 2, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_step():
+  """One compiled step shared by the tests below (compiling dominates their cost)."""
+  config = tiny_config()
+  config.optimizer.lr = 1e-3
+  model, diffusion, state = model_and_state(config)
+  return config, state, jax.jit(make_train_step(model, diffusion, config))
+
+
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(tiny_step):
+  config, state, step = tiny_step
+  batch = random_batch(config, windows=2)
+  # Same noise and timesteps every step: only the parameters change.
+  rng = state.rng
+  losses = []
+  for _ in range(8):
+    state, metrics = step(state.replace(rng=rng), batch, {})
+    losses.append(float(metrics["mse"]))
+  assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_nonfinite_batch_skips_the_update_and_counts_it(tiny_step):
+  config, state, step = tiny_step
+  batch = random_batch(config, windows=2)
+  batch["image"][0, 0, 0, 0, 0] = np.nan
+  new, metrics = step(state, batch, {})
+  assert float(metrics["finite"]) == 0.0
+  assert int(new.nonfinite_steps) == 1 and int(new.nonfinite_streak) == 1
+  jax.tree_util.tree_map(np.testing.assert_array_equal, new.params, state.params)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, new.ema, state.ema)
+  good, metrics = step(new, random_batch(config, windows=2), {})
+  assert float(metrics["finite"]) == 1.0 and int(good.nonfinite_streak) == 0
+  assert int(good.nonfinite_steps) == 1
+
+
+def test_adversarial_term_trains_the_discriminator_in_the_same_step():
+  from diff2lip_jax.training.loop import _discriminator
+  config = tiny_config()
+  config.loss.adversarial = 0.1
+  config.discriminator.width, config.discriminator.depth = 32, 2
+  disc, disc_params = _discriminator(config, jax.random.PRNGKey(3))
+  model, diffusion, _ = model_and_state(config)
+  from diff2lip_jax.training.loop import init_params
+  from diff2lip_jax.training.state import create_train_state
+  state = create_train_state(jax.random.PRNGKey(1), init_params(model, config,
+                                                                jax.random.PRNGKey(0)),
+                             config, disc_params)
+  step = jax.jit(functools.partial(make_train_step(model, diffusion, config, discriminator=disc)))
+  new, metrics = step(state, random_batch(config, windows=2), {})
+  assert "adversarial" in metrics and "disc_loss" in metrics
+  changed = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()),
+                                   new.disc_params, state.disc_params)
+  assert max(jax.tree_util.tree_leaves(changed)) > 0

@@ -1,0 +1,157 @@
+"""Trainer behaviour: sharded steps equal single-device steps; exact resume after SIGTERM or
+SIGKILL (including the data iterator); config overrides from the command line."""
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from diff2lip_jax.training import sharding
+from diff2lip_jax.training.loop import NonFiniteError, check_nonfinite
+from diff2lip_jax.training.step import make_train_step
+from tests.training_utils import model_and_state, random_batch, tiny_config, tree_max_abs_diff
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _one_sharded_step(devices, fsdp):
+  config = tiny_config(batch_size=8)
+  config.model.nframes = 1
+  config.mesh.fsdp = fsdp
+  model, diffusion, state = model_and_state(config)
+  mesh = sharding.create_mesh(config, devices)
+  shardings = sharding.state_shardings(jax.eval_shape(lambda: state), mesh, min_size=1024)
+  state = jax.device_put(state, shardings)
+  step = jax.jit(make_train_step(model, diffusion, config),
+                 in_shardings=(shardings, None, None), out_shardings=(shardings, None))
+  new, _ = step(state, sharding.global_batch(random_batch(config, 8), mesh), {})
+  if fsdp > 1:  # the fsdp variant really splits parameters
+    specs = [s.spec for s in jax.tree_util.tree_leaves(shardings.params)]
+    assert any("fsdp" in tuple(spec) for spec in specs)
+  return jax.device_get(new)
+
+
+@pytest.mark.slow
+def test_eight_device_data_and_fsdp_steps_match_one_device():
+  assert jax.device_count() == 8, "conftest sets 8 simulated CPU devices"
+  single = _one_sharded_step(jax.devices()[:1], 1)
+  for fsdp in (1, 4):
+    multi = _one_sharded_step(jax.devices(), fsdp)
+    for name in ("params", "opt_state", "ema"):
+      diff = tree_max_abs_diff(getattr(single, name), getattr(multi, name))
+      assert diff < 1e-5, (fsdp, name, diff)
+
+
+def test_param_spec_picks_the_largest_divisible_axis():
+  assert sharding.param_spec((3, 3, 64, 128), 4, 1) == jax.sharding.PartitionSpec(
+      None, None, None, "fsdp")
+  assert sharding.param_spec((3, 3, 6, 10), 4, 1) == jax.sharding.PartitionSpec()
+  assert sharding.param_spec((128,), 4, 1024) == jax.sharding.PartitionSpec()
+
+
+def test_too_many_nonfinite_steps_stop_with_a_clear_message(tmp_path):
+  config = tiny_config()
+  config.train.max_nonfinite_streak = 2
+  check_nonfinite({"nonfinite_streak": 2}, config, 10, str(tmp_path))
+  with pytest.raises(NonFiniteError, match="3 consecutive steps"):
+    check_nonfinite({"nonfinite_streak": 3}, config, 11, str(tmp_path))
+
+
+def test_config_overrides_from_the_command_line():
+  out = subprocess.run(
+      [sys.executable, "-c",
+       "import sys; from absl import flags; import diff2lip_jax.train as t; "
+       "flags.FLAGS(sys.argv); c = t._CONFIG.value; "
+       "print(c.train.batch_size, c.loss.sync, c.model.dtype, c.data.shards)",
+       "--config", str(REPO / "configs/synthetic.py"), "--config.train.batch_size=6",
+       "--config.loss.sync=0.25", "--config.model.dtype=bfloat16",
+       "--config.data.shards=/data/x y"],
+      capture_output=True, text=True, cwd=REPO, check=True)
+  assert out.stdout.split() == ["6", "0.25", "bfloat16", "/data/x", "y"]
+
+
+def test_help_explains_the_flags():
+  out = subprocess.run([sys.executable, "-m", "diff2lip_jax.train", "--help"],
+                       capture_output=True, text=True, cwd=REPO)
+  text = out.stdout + out.stderr
+  for flag in ("--config:", "--workdir:", "--[no]distributed:", "--coordinator_address:",
+               "--config.<field>=<value>", "resumes from the latest complete checkpoint"):
+    assert flag in text, flag
+
+
+# ---- exact resume (subprocesses, so a process can really be killed) ----------------------
+
+OVERRIDES = ["--config.train.num_steps=6", "--config.train.batch_size=2",
+             "--config.train.checkpoint_every=2", "--config.train.log_every=1",
+             "--config.train.sample_every=1000", "--config.model.image_size=32",
+             "--config.model.channel_mult=1,2", "--config.model.attention_resolutions=-1",
+             "--config.data.synthetic_clips=8", "--config.data.synthetic_eval_clips=0",
+             "--config.data.min_frames=20", "--config.data.max_frames=24",
+             "--config.data.pipeline.image_size=32", "--config.optimizer.warmup_steps=0"]
+
+
+def _train_cmd(workdir):
+  return [sys.executable, "-m", "diff2lip_jax.train", "--config",
+          str(REPO / "configs/synthetic.py"), "--workdir", str(workdir)] + OVERRIDES
+
+
+def _env(cache_dir):
+  env = dict(os.environ, XLA_FLAGS="", JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  return env
+
+
+def _final_params(workdir):
+  from diff2lip_jax import checkpoints
+  import orbax.checkpoint as ocp
+  mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  assert mngr.latest_step() == 6
+  state = mngr.restore(6, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  mngr.close()
+  del checkpoints
+  return state
+
+
+def _start_and_signal(workdir, cache, sig, after_step):
+  proc = subprocess.Popen(_train_cmd(workdir), env=_env(cache), cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  deadline = time.time() + 600
+  for line in proc.stdout:
+    if line.startswith(f"step {after_step}/") or time.time() > deadline:
+      proc.send_signal(sig)
+      break
+  output = proc.stdout.read()
+  return proc.wait(timeout=600), output
+
+
+@pytest.mark.slow
+def test_sigterm_and_sigkill_resume_bit_identically(tmp_path):
+  cache = tmp_path / "jax_cache"
+  reference = tmp_path / "uninterrupted"
+  subprocess.run(_train_cmd(reference), env=_env(cache), cwd=REPO, check=True,
+                 capture_output=True)
+  want = _final_params(reference)
+
+  # SIGTERM right after step 3: the trainer saves step 3 and exits cleanly.
+  termed = tmp_path / "sigterm"
+  code, output = _start_and_signal(termed, cache, signal.SIGTERM, after_step=3)
+  assert code == 0, output
+  steps = sorted(int(p.name) for p in (termed / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps[-1] in (3, 4), steps
+  # SIGKILL after step 3 (checkpoint 2 is complete; maybe one at 4 is being written).
+  killed = tmp_path / "sigkill"
+  code, _ = _start_and_signal(killed, cache, signal.SIGKILL, after_step=3)
+  assert code == -signal.SIGKILL
+
+  for workdir in (termed, killed):
+    subprocess.run(_train_cmd(workdir), env=_env(cache), cwd=REPO, check=True,
+                   capture_output=True)
+    got = _final_params(workdir)
+    for name in ("params", "opt_state", "ema", "rng", "step"):
+      diff = tree_max_abs_diff(want[name], got[name])
+      assert diff == 0.0, (workdir.name, name, diff)
