@@ -220,6 +220,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
   replicated = NamedSharding(mesh, PartitionSpec())
   sharded = NamedSharding(mesh, PartitionSpec("data"))  # batch split over all devices
+  if config.data.num_epochs is not None:
+    raise ValueError("config.num_steps sets the training length; leave data.num_epochs unset "
+                     f"(got {config.data.num_epochs})")
   for name in ("batch_size", "eval_batch_size"):
     if config.data[name] % jax.device_count():
       raise ValueError(f"data.{name}={config.data[name]} must be a multiple of the "

@@ -318,6 +318,20 @@ def test_load_expert_errors_name_the_problem(tmp_path):
     syncnet_expert.load_syncnet_expert(tmp_path / "empty")
 
 
+def test_trainer_rejects_bad_settings_before_any_work(tmp_path):
+  cases = [({"data.num_epochs": 1}, "leave data.num_epochs unset"),
+           ({"data.batch_size": 8 * jax.device_count() + 1}, "multiple of the"),
+           ({"data.synthetic": True, "data.shards": str(tmp_path)}, "not both")]
+  for overrides, message in cases:
+    config = syncnet_config.get_config()
+    for key, value in overrides.items():
+      section, name = key.split(".")
+      config[section][name] = value
+    with pytest.raises(ValueError, match=message):
+      train_syncnet.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def _run_cli(*args: str, devices: int = 2) -> subprocess.CompletedProcess:
   # Two CPU devices: the batch is sharded across a mesh, while the per-device work of Orbax
   # (one slice per device and array, compiled once) stays small.
