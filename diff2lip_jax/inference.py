@@ -1,0 +1,239 @@
+"""Lip-sync inference: a jitted face-crop sampler (the notebook API) and the video pipeline.
+
+Notebook use::
+
+    from diff2lip_jax import inference
+    sampler = inference.Diff2LipSampler.from_checkpoint("runs/synthetic", respacing="ddim10")
+    mels = inference.mel_windows(mel, 0, len(frames))          # [N, 80, 16]
+    crops = sampler.generate(frames, refs, mels)                 # uint8 [N, S, S, 3]
+
+Whole videos: :func:`lip_sync_video` (what ``python -m diff2lip_jax.sample`` runs) streams the
+video in chunks (decode -> crop -> sample -> paste -> encode) and follows the reference
+inference (``generate.py``): per-frame mel windows, one seeded noise image shared by all frames,
+the ``cross`` / ``reconstruction`` inputs and ``gt`` / ``first_frame`` / ``random`` references.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from data_pipelines import audio as audio_lib
+from diff2lip_jax import checkpoints, config_utils, generation, sampling
+from diff2lip_jax.diffusion import create_diffusion
+from diff2lip_jax.models import create_model
+
+
+class InferenceInputError(ValueError):
+  """An input (file, option or array) cannot be used; the message says what to do."""
+
+
+def mel_window_starts(start: int, stop: int, fps: float = audio_lib.VIDEO_FPS) -> np.ndarray:
+  """First mel row of the window of each video frame in ``[start, stop)`` (reference rule).
+
+  Frame k uses the window of frame ``max(k - 1, 0)``: rows ``int(80 * (s / 25))`` onwards,
+  i.e. 5 frames centred on k (``audio.frame_mel_windows``).
+  """
+  frames = np.maximum(np.arange(start, stop) + 1 - 2, 0)
+  return (audio_lib.MEL_STEPS_PER_SECOND * (frames / float(fps))).astype(np.int64)
+
+
+def count_mel_windows(mel: np.ndarray, fps: float = audio_lib.VIDEO_FPS) -> int:
+  """How many video frames (from frame 0) get a full 16-step window of ``mel [M, 80]``."""
+  upper = int(len(mel) * fps / audio_lib.MEL_STEPS_PER_SECOND) + 3
+  ends = mel_window_starts(0, upper, fps) + audio_lib.MEL_WINDOW_STEPS
+  return int(np.searchsorted(ends, len(mel), side="right"))
+
+
+def mel_windows(mel: np.ndarray, start: int, stop: int,
+                fps: float = audio_lib.VIDEO_FPS) -> np.ndarray:
+  """``[stop - start, 80, 16]`` windows of frames ``start..stop-1`` (no copy of the rest).
+
+  Equals ``audio.frame_mel_windows(mel, stop)[start:]`` without building the earlier windows,
+  so long audio can be processed chunk by chunk.
+  """
+  rows = mel_window_starts(start, stop, fps)[:, None] + np.arange(audio_lib.MEL_WINDOW_STEPS)
+  if rows.size and rows.max() >= len(mel):
+    raise InferenceInputError(f"frames {start}..{stop - 1} need mel rows up to {rows.max()}, "
+                              f"the audio has {len(mel)} (use count_mel_windows)")
+  return np.ascontiguousarray(np.asarray(mel, np.float32)[rows].transpose(0, 2, 1))
+
+
+def check_params(params: Any, model_config: Any) -> None:
+  """Raises :class:`checkpoints.CheckpointError` naming the parameters that do not fit."""
+  from diff2lip_jax.convert import _expected_params  # the model's own parameter shapes
+  import flax
+  expected = _expected_params(model_config)
+  try:
+    found = {k: tuple(np.shape(v)) for k, v in flax.traverse_util.flatten_dict(params).items()}
+  except (TypeError, ValueError) as error:
+    raise checkpoints.CheckpointError(f"checkpoint params are not a parameter tree: {error}")
+  missing = sorted("/".join(k) for k in expected if k not in found)
+  unexpected = sorted("/".join(k) for k in found if k not in expected)
+  misshaped = sorted(f"{'/'.join(k)}: checkpoint {found[k]}, model {v}"
+                     for k, v in expected.items() if k in found and found[k] != v)
+  if missing or unexpected or misshaped:
+    lines = [f"checkpoint params do not match the model of its config ({len(missing)} missing,"
+             f" {len(unexpected)} unexpected, {len(misshaped)} mis-shaped):"]
+    lines += [f"  missing: {m}" for m in missing[:8]] + [f"  unexpected: {u}"
+                                                         for u in unexpected[:8]]
+    lines += [f"  mis-shaped: {m}" for m in misshaped[:8]]
+    lines.append("The checkpoint's config.json and params disagree: re-export it with "
+                 "`python -m diff2lip_jax.convert` (with the config it was trained with) or "
+                 "point --checkpoint at the training workdir.")
+    raise checkpoints.CheckpointError("\n".join(lines))
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_generate(model_json: str, diffusion_json: str, respacing: str, use_ddim: bool,
+                       clip_denoised: bool, eta: float):
+  """One jitted function per model/sampler setting, so rebuilding a sampler reuses it."""
+  model_config = config_utils.config_from_json(model_json)
+  model = create_model(model_config)
+  diffusion = create_diffusion(config_utils.config_from_json(diffusion_json),
+                               timestep_respacing=respacing)
+  use_ref, use_audio = bool(model_config.use_ref), bool(model_config.use_audio)
+
+  @jax.jit
+  def run(params, frames, refs, mels, noise, mask, rng):
+    img = frames.astype(jnp.float32) / 127.5 - 1.0
+    cond = sampling.masked_condition(img, mask, noise)
+    x0 = sampling.sample(
+        model, params, diffusion, noise=noise, cond_img=cond, mask=mask,
+        ref_img=refs.astype(jnp.float32) / 127.5 - 1.0 if use_ref else None,
+        indiv_mels=mels if use_audio else None, rng=rng, use_ddim=use_ddim,
+        clip_denoised=clip_denoised, eta=eta)
+    generated = jnp.clip(jnp.round((x0 + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+    # Outside the mask the input pixels come back unchanged (the reference's
+    # sample*mask + (1-mask)*img, without a float round trip).
+    return jnp.where(mask > 0, generated, frames)
+
+  return run
+
+
+class PendingCrops:
+  """Result of :meth:`Diff2LipSampler.submit`; the device works until :meth:`result`."""
+
+  def __init__(self, array: jax.Array, count: int):
+    self._array, self.count = array, count
+
+  def result(self) -> np.ndarray:
+    return np.asarray(self._array)[:self.count]
+
+
+class Diff2LipSampler:
+  """A Diff2Lip model with a jitted sampler, built once and applied to batches of face crops.
+
+  Settings default to the checkpoint's ``config.sampling`` (respacing, DDIM/DDPM, eta, seed,
+  batch size); keyword arguments override them. Every call is padded to ``batch_size`` frames,
+  so the sampler compiles once. All frames start from one noise image drawn from ``seed``
+  (the reference's ``sampling_seed``), so results do not depend on how frames are batched
+  (except DDPM/eta > 0, which also draw fresh noise per call).
+  """
+
+  def __init__(self, params: Any, config: ml_collections.ConfigDict, *,
+               respacing: str | None = None, use_ddim: bool | None = None,
+               eta: float | None = None, clip_denoised: bool | None = None,
+               seed: int | None = None, batch_size: int | None = None,
+               dtype: str | None = None, rng_seed: int = 0, check: bool = True):
+    config = ml_collections.ConfigDict(config.to_dict())
+    if dtype is not None:
+      config.model.dtype = dtype
+    defaults = config.get("sampling", ml_collections.ConfigDict())
+    pick = lambda value, key, default: value if value is not None else defaults.get(key, default)
+    self.respacing = str(pick(respacing, "timestep_respacing",
+                              config.diffusion.get("timestep_respacing", "")))
+    self.use_ddim = bool(pick(use_ddim, "use_ddim", True))
+    self.eta = float(pick(eta, "eta", 0.0))
+    self.clip_denoised = bool(pick(clip_denoised, "clip_denoised", True))
+    self.seed = int(pick(seed, "seed", 7))
+    self.batch_size = int(pick(batch_size, "batch_size", 16))
+    if self.batch_size < 1:
+      raise InferenceInputError(f"batch_size must be >= 1, got {self.batch_size}")
+    if check:
+      check_params(params, config.model)
+    self.config = config
+    self.image_size = int(config.model.image_size)
+    self.nrefer = int(config.model.get("nrefer", 1))
+    self.face_hide_percentage = float(config.model.get("face_hide_percentage", 0.5))
+    self._run = _compiled_generate(config_utils.config_to_json(config.model),
+                                   config_utils.config_to_json(config.diffusion),
+                                   self.respacing, self.use_ddim, self.clip_denoised, self.eta)
+    self.params = jax.device_put(params)
+    size, batch = self.image_size, self.batch_size
+    self._noise = jnp.broadcast_to(jnp.asarray(generation.shared_noise(self.seed, size)),
+                                   (batch, size, size, 3))
+    self._mask = sampling.lower_half_mask(batch, size, self.face_hide_percentage)
+    self._rng = jax.random.PRNGKey(rng_seed)
+
+  @classmethod
+  def from_checkpoint(cls, path: str, **overrides: Any) -> "Diff2LipSampler":
+    """Loads a converted checkpoint directory or a training workdir (its EMA params)."""
+    params, config = checkpoints.load_inference_checkpoint(path)
+    return cls(params, config, **overrides)
+
+  def describe(self) -> dict:
+    return {"image_size": self.image_size, "respacing": self.respacing,
+            "sampler": "ddim" if self.use_ddim else "ddpm", "eta": self.eta, "seed": self.seed,
+            "batch_size": self.batch_size, "dtype": str(self.config.model.get("dtype"))}
+
+  def _check(self, frames: np.ndarray, refs: np.ndarray, mels: np.ndarray) -> np.ndarray:
+    size = self.image_size
+    if frames.ndim != 4 or frames.shape[1:] != (size, size, 3) or frames.dtype != np.uint8:
+      raise InferenceInputError(f"frames must be uint8 [N, {size}, {size}, 3], got "
+                                f"{frames.dtype} {frames.shape}")
+    if refs.shape[-1] == 3 and self.nrefer > 1:
+      refs = np.concatenate([refs] * self.nrefer, axis=-1)
+    if refs.shape != frames.shape[:3] + (3 * self.nrefer,) or refs.dtype != np.uint8:
+      raise InferenceInputError(f"refs must be uint8 [{len(frames)}, {size}, {size}, "
+                                f"{3 * self.nrefer}], got {refs.dtype} {refs.shape}")
+    if mels.shape != (len(frames), 80, audio_lib.MEL_WINDOW_STEPS):
+      raise InferenceInputError(f"mels must be [{len(frames)}, 80, 16] (one window per frame,"
+                                f" see mel_windows), got {mels.shape}")
+    return refs
+
+  def submit(self, frames: np.ndarray, refs: np.ndarray, mels: np.ndarray) -> PendingCrops:
+    """Starts :meth:`generate` on at most ``batch_size`` frames without waiting for it."""
+    frames, refs, mels = np.asarray(frames), np.asarray(refs), np.asarray(mels, np.float32)
+    refs = self._check(frames, refs, mels)
+    count = len(frames)
+    if not 0 < count <= self.batch_size:
+      raise InferenceInputError(f"submit takes 1..{self.batch_size} frames, got {count}")
+    pad = lambda a: np.concatenate([a, np.repeat(a[-1:], self.batch_size - count, 0)], 0)
+    self._rng, key = jax.random.split(self._rng)
+    out = self._run(self.params, pad(frames), pad(refs), pad(mels), self._noise, self._mask,
+                    key)
+    return PendingCrops(out, count)
+
+  def generate(self, frames: np.ndarray, refs: np.ndarray, mels: np.ndarray) -> np.ndarray:
+    """Regenerates the lower half of each face crop so that it follows its mel window.
+
+    Args:
+      frames: uint8 ``[N, S, S, 3]`` input face crops (S = ``image_size``); any N.
+      refs: uint8 ``[N, S, S, 3]`` identity reference crops (``[N, S, S, 3*nrefer]`` also
+        accepted; a single reference is repeated for ``nrefer > 1``).
+      mels: float ``[N, 80, 16]`` mel windows (:func:`mel_windows`).
+    Returns:
+      uint8 ``[N, S, S, 3]``: generated lower half, input upper half.
+    """
+    frames, mels = np.asarray(frames), np.asarray(mels, np.float32)
+    refs = self._check(frames, np.asarray(refs), mels)
+    pending = [self.submit(frames[i:i + self.batch_size], refs[i:i + self.batch_size],
+                           mels[i:i + self.batch_size])
+               for i in range(0, len(frames), self.batch_size)]
+    if not pending:
+      return np.zeros((0,) + frames.shape[1:], np.uint8)
+    return np.concatenate([p.result() for p in pending])
+
+
+# The video pipeline (decode -> crop -> sample -> paste -> encode) is in video_pipeline.py.
+from diff2lip_jax.video_pipeline import (CropSpec, LipSyncResult, lip_sync_video,  # noqa: E402
+                                         parse_crop, pingpong_index)
+
+__all__ = ["Diff2LipSampler", "PendingCrops", "InferenceInputError", "mel_windows",
+           "count_mel_windows", "mel_window_starts", "check_params", "CropSpec",
+           "LipSyncResult", "lip_sync_video", "parse_crop", "pingpong_index"]

@@ -1,0 +1,117 @@
+"""Shared pieces of the inference tests: a tiny random checkpoint, synthetic videos, a stub S3FD."""
+from __future__ import annotations
+
+import atexit
+import functools
+import pathlib
+import shutil
+import tempfile
+
+import flax
+import numpy as np
+import soundfile
+
+from data_pipelines import crops, synthetic, video_io
+
+FULL = 96          # full-frame side of the synthetic videos
+RESPACING = "ddim2"
+BATCH = 8
+
+
+def tiny_config():
+  from configs import synthetic as synthetic_config
+  config = synthetic_config.get_config()  # 32x32 crops, 32 channels, one res block
+  config.sampling.timestep_respacing = RESPACING
+  config.sampling.batch_size = BATCH
+  return config
+
+
+def random_params(model_config, seed: int = 0) -> dict:
+  """Random weights of the right shapes, drawn with NumPy (Flax's init compiles for ~20 s)."""
+  from diff2lip_jax.convert import _expected_params
+  rng = np.random.default_rng(seed)
+  flat = {}
+  for path, shape in sorted(_expected_params(model_config).items()):
+    if len(shape) > 1:
+      flat[path] = (rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))).astype(np.float32)
+    elif path[-1] == "scale":
+      flat[path] = np.ones(shape, np.float32)
+    else:
+      flat[path] = (0.1 * rng.standard_normal(shape)).astype(np.float32)
+  return flax.traverse_util.unflatten_dict(flat)
+
+
+@functools.lru_cache(maxsize=None)
+def _session_dir() -> pathlib.Path:
+  path = pathlib.Path(tempfile.mkdtemp(prefix="diff2lip_inference_tests_"))
+  atexit.register(shutil.rmtree, path, True)
+  return path
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_checkpoint() -> str:
+  """A converted-style checkpoint directory of the tiny config, written once per session."""
+  from diff2lip_jax import checkpoints
+  config = tiny_config()
+  directory = _session_dir() / "tiny_ckpt"
+  checkpoints.save_inference_checkpoint(directory, random_params(config.model), config)
+  return str(directory)
+
+
+def face_clip(seed: int, num_frames: int, full: int = FULL):
+  return synthetic.generate_clip(seed, num_frames=num_frames, image_size=32,
+                                 full_frame_size=full, noise_std=0.0)
+
+
+def write_face_video(path, clip, frames=None, with_audio=True) -> pathlib.Path:
+  frames = clip.full_frames if frames is None else frames
+  wav = clip.wav[:int(len(frames) * 640)] if with_audio else None
+  return video_io.write_video(path, frames, fps=25.0, audio=wav, audio_sr=16000,
+                              preset="ultrafast")
+
+
+def write_wav(path, wav, rate: int = 16000) -> pathlib.Path:
+  soundfile.write(str(path), np.asarray(wav, np.float32), rate)
+  return pathlib.Path(path)
+
+
+def mouth_region_mask(height: int, width: int, box, margin: int = 2) -> np.ndarray:
+  """True outside the pasted rows of ``box`` (lower half), ``margin`` px away from them.
+
+  The margin covers H.264's 2x2 chroma blocks: further away, a lossless re-encode of the
+  input frames and the output agree exactly.
+  """
+  x1, y1, x2, y2 = box
+  top = y1 + int((y2 - y1) * 0.5)
+  keep = np.ones((height, width), bool)
+  keep[max(top - margin, 0):y2 + margin, max(x1 - margin, 0):x2 + margin] = False
+  return keep
+
+
+def lossless_round_trip(frames: np.ndarray, directory) -> np.ndarray:
+  """What the input frames become after the output's codec (crf 0), for exact comparisons."""
+  path = video_io.write_video(pathlib.Path(directory) / "baseline.mp4", frames, crf=0,
+                              preset="ultrafast")
+  decoded, _ = video_io.read_video(path)
+  path.unlink()
+  return decoded
+
+
+def voxceleb2_box(height: int, width: int):
+  return crops.voxceleb2_crop_box(height, width)
+
+
+class StubDetector:
+  """Stands in for S3FD (weights are user-supplied): a fixed face box, none in ``missing``."""
+
+  def __init__(self, box=(20, 4, 76, 68), missing=()):
+    self.box, self.missing, self.seen = box, set(missing), 0
+
+  def detect(self, frames, batch_size=16):
+    out = []
+    for _ in frames:
+      found = self.seen not in self.missing
+      out.append(np.array([list(self.box) + [0.99]], np.float64) if found
+                 else np.zeros((0, 5)))
+      self.seen += 1
+    return out
