@@ -23,6 +23,9 @@ def _one_sharded_step(devices, fsdp):
   config = tiny_config(batch_size=8)
   config.model.nframes = 1
   config.mesh.fsdp = fsdp
+  # Adam's first step is lr * sign(g): a small lr keeps reduction-order noise in tiny
+  # gradients from dominating; the gradients themselves are compared through Adam's mu.
+  config.optimizer.lr = 1e-5
   model, diffusion, state = model_and_state(config)
   mesh = sharding.create_mesh(config, devices)
   shardings = sharding.state_shardings(jax.eval_shape(lambda: state), mesh, min_size=1024)
@@ -42,9 +45,13 @@ def test_eight_device_data_and_fsdp_steps_match_one_device():
   single = _one_sharded_step(jax.devices()[:1], 1)
   for fsdp in (1, 4):
     multi = _one_sharded_step(jax.devices(), fsdp)
-    for name in ("params", "opt_state", "ema"):
+    for name in ("params", "ema"):
       diff = tree_max_abs_diff(getattr(single, name), getattr(multi, name))
-      assert diff < 1e-5, (fsdp, name, diff)
+      assert diff < 2e-6, (fsdp, name, diff)
+    mu_single = single.opt_state[1][0].mu   # clip_by_global_norm, then adamw's ScaleByAdam
+    mu_multi = multi.opt_state[1][0].mu
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-8),
+                           mu_single, mu_multi)
 
 
 def test_param_spec_picks_the_largest_divisible_axis():

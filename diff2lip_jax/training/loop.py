@@ -57,7 +57,7 @@ def frozen_networks(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
   if config.loss.sync:
     if config.syncnet.checkpoint:
       from diff2lip_jax.models.syncnet import SyncNetColor
-      from diff2lip_jax.train_syncnet import load_syncnet_expert
+      from diff2lip_jax.syncnet_expert import load_syncnet_expert
       variables["syncnet"] = load_syncnet_expert(config.syncnet.checkpoint)
       fns["syncnet"] = SyncNetColor().apply
     else:
