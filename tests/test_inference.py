@@ -60,7 +60,8 @@ def test_generate_matches_the_trainer_path_and_is_batch_independent(sampler):
   np.testing.assert_array_equal(split, crops)
   other_ref = sampler.generate(frames, np.repeat(frames[:1], len(frames), 0), mels)
   assert not np.array_equal(other_ref, crops)
-  with pytest.raises(inference.InferenceInputError, match=rf"mels must be \[{len(frames)}, 80, 16\]"):
+  expected_shape = rf"mels must be \[{len(frames)}, 80, 16\]"
+  with pytest.raises(inference.InferenceInputError, match=expected_shape):
     sampler.generate(frames, frames, mels[:, :, :8])
 
 
@@ -216,3 +217,19 @@ def test_a_failure_while_writing_leaves_no_file(sampler, face_video, tmp_path, m
   with pytest.raises(RuntimeError, match="device lost"):
     inference.lip_sync_video(sampler, video, video, tmp_path / "broken.mp4")
   assert list(tmp_path.iterdir()) == []
+
+
+def test_ddpm_and_bfloat16_samplers(face_video):
+  clip = face_clip(12, 14)
+  frames = clip.frames[:8]
+  mels = inference.mel_windows(clip.mel, 0, 8)
+  params, config = checkpoints.load_inference_checkpoint(tiny_checkpoint())
+  ddpm = inference.Diff2LipSampler(params, config, use_ddim=False, respacing="2")
+  first, second = (ddpm.generate(frames, frames, mels) for _ in range(2))
+  assert ddpm.describe()["sampler"] == "ddpm" and not np.array_equal(first, second)
+  np.testing.assert_array_equal(first[:, :16], frames[:, :16])
+  bf16 = inference.Diff2LipSampler(params, config, dtype="bfloat16")
+  f32 = inference.Diff2LipSampler(params, config)
+  low, full = bf16.generate(frames, frames, mels), f32.generate(frames, frames, mels)
+  assert bf16.config.model.dtype == "bfloat16" and config.model.dtype == "float32"
+  assert 0 < np.abs(low.astype(int) - full).mean() < 12

@@ -168,3 +168,27 @@ def test_module_entry_point_exit_status(inputs, tmp_path):
   assert result.returncode == 1
   assert "speech.wav: has no video stream" in result.stderr
   assert "Traceback" not in result.stderr and not (tmp_path / "o.mp4").exists()
+
+
+def test_sampler_flags_reach_the_sampler(inputs, tmp_path, capsys):
+  code = sample.main(["--checkpoint", tiny_checkpoint(), "--video", str(tmp_path / "none.mp4"),
+                      "--audio", str(inputs / "speech.wav"), "--out", str(tmp_path / "o.mp4"),
+                      "--ddpm", "--respacing", "5", "--dtype", "bfloat16", "--seed", "11",
+                      "--batch_size", "4"])
+  err = capsys.readouterr().err
+  assert code == 1 and "none.mp4" in err
+  for setting in ("'respacing': '5'", "'sampler': 'ddpm'", "'seed': 11", "'batch_size': 4",
+                  "'dtype': 'bfloat16'"):
+    assert setting in err
+
+
+def test_training_workdir_checkpoints_are_accepted(inputs, tmp_path, capsys):
+  workdir = tmp_path / "run"
+  params, config = checkpoints.load_inference_checkpoint(tiny_checkpoint())
+  checkpoints.save_inference_checkpoint(workdir / "checkpoints", params, config, step=250)
+  out = tmp_path / "w.mp4"
+  code = sample.main(["--checkpoint", str(workdir), "--quiet", "--video",
+                      str(inputs / "face.mp4"), "--audio", str(inputs / "speech.wav"),
+                      "--out", str(out), "--crop", "box", "20,0,76,68", "--paste", "box"])
+  assert code == 0, capsys.readouterr().err
+  assert video_io.read_video(out)[0].shape == (17, 96, 96, 3)
