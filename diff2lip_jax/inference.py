@@ -158,7 +158,8 @@ class Diff2LipSampler:
       check_params(params, config.model)
     self.config = config
     self.image_size = int(config.model.image_size)
-    self.nrefer = int(config.model.get("nrefer", 1))
+    self.use_ref = bool(config.model.get("use_ref", True))
+    self.nrefer = max(1, int(config.model.get("nrefer", 1)))
     self.face_hide_percentage = float(config.model.get("face_hide_percentage", 0.5))
     self._run = _compiled_generate(config_utils.config_to_json(config.model),
                                    config_utils.config_to_json(config.diffusion),
@@ -186,11 +187,14 @@ class Diff2LipSampler:
     if frames.ndim != 4 or frames.shape[1:] != (size, size, 3) or frames.dtype != np.uint8:
       raise InferenceInputError(f"frames must be uint8 [N, {size}, {size}, 3], got "
                                 f"{frames.dtype} {frames.shape}")
-    if refs.shape[-1] == 3 and self.nrefer > 1:
+    if not self.use_ref:  # the model takes no reference; keep shapes fixed for the jit
+      refs = frames
+    elif refs.shape[-1] == 3 and self.nrefer > 1:
       refs = np.concatenate([refs] * self.nrefer, axis=-1)
-    if refs.shape != frames.shape[:3] + (3 * self.nrefer,) or refs.dtype != np.uint8:
+    channels = 3 * self.nrefer if self.use_ref else 3
+    if refs.shape != frames.shape[:3] + (channels,) or refs.dtype != np.uint8:
       raise InferenceInputError(f"refs must be uint8 [{len(frames)}, {size}, {size}, "
-                                f"{3 * self.nrefer}], got {refs.dtype} {refs.shape}")
+                                f"{channels}], got {refs.dtype} {refs.shape}")
     if mels.shape != (len(frames), 80, audio_lib.MEL_WINDOW_STEPS):
       raise InferenceInputError(f"mels must be [{len(frames)}, 80, 16] (one window per frame,"
                                 f" see mel_windows), got {mels.shape}")

@@ -1,5 +1,6 @@
 """`python -m diff2lip_jax.sample`: one pair, filelists, and a clear failure for each bad input."""
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -192,3 +193,24 @@ def test_training_workdir_checkpoints_are_accepted(inputs, tmp_path, capsys):
                       "--out", str(out), "--crop", "box", "20,0,76,68", "--paste", "box"])
   assert code == 0, capsys.readouterr().err
   assert video_io.read_video(out)[0].shape == (17, 96, 96, 3)
+
+
+def test_converted_pytorch_checkpoint_gives_the_same_video(inputs, tmp_path, capsys):
+  torch = pytest.importorskip("torch")
+  from diff2lip_jax import convert
+  params, _ = checkpoints.load_inference_checkpoint(tiny_checkpoint())
+  state = {k: torch.from_numpy(np.ascontiguousarray(v))
+           for k, v in convert.torch_state_dict_from_params(params).items()}
+  torch.save(state, tmp_path / "model.pt")
+  config_file = pathlib.Path(__file__).resolve().parents[1] / "configs" / "synthetic.py"
+  assert convert.main(["--torch_checkpoint", str(tmp_path / "model.pt"), "--config",
+                       str(config_file), "--out", str(tmp_path / "converted")]) == 0
+  outputs = []
+  for name, checkpoint in (("ours", tiny_checkpoint()), ("converted", tmp_path / "converted")):
+    outputs.append(tmp_path / f"{name}.mp4")
+    code = _run(tmp_path, "--video", inputs / "face.mp4", "--audio", inputs / "speech.wav",
+                "--out", outputs[-1], "--respacing", "ddim2", "--batch_size", "8",
+                checkpoint=str(checkpoint))
+    assert code == 0, capsys.readouterr().err
+  np.testing.assert_array_equal(video_io.read_video(outputs[0])[0],
+                                video_io.read_video(outputs[1])[0])
