@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import queue
 import random
 import tempfile
+import threading
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import tqdm
@@ -194,6 +196,47 @@ def _frame_at(video: str, scan: _Scan, index: int) -> np.ndarray:
   return last
 
 
+def _in_background(items: Iterable, depth: int = 2) -> Iterator:
+  """Yields ``items`` computed by a worker thread up to ``depth`` ahead; re-raises its errors.
+
+  PyAV, x264 and BLAS release the GIL, so decoding, pasting and encoding overlap.
+  """
+  slots: queue.Queue = queue.Queue(maxsize=depth)
+  stop, done = threading.Event(), object()
+
+  def put(entry) -> bool:
+    while not stop.is_set():
+      try:
+        slots.put(entry, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def work():
+    try:
+      for item in items:
+        if not put((item, None)):
+          return
+      put((done, None))
+    except BaseException as error:  # noqa: BLE001 - handed to the consumer
+      put((done, error))
+
+  worker = threading.Thread(target=work, daemon=True)
+  worker.start()
+  try:
+    while True:
+      item, error = slots.get()
+      if item is done:
+        if error is not None:
+          raise error
+        return
+      yield item
+  finally:
+    stop.set()
+    worker.join()
+
+
 def _output_audio(samples: np.ndarray, rate: int, num_frames: int) -> tuple[np.ndarray, int]:
   """The driving audio cut to the written frames, at a rate AAC takes."""
   if rate not in AAC_RATES:
@@ -316,22 +359,26 @@ def lip_sync_video(sampler, video: str | os.PathLike, audio: str | os.PathLike,
 
     bar = tqdm.tqdm(total=total, unit="frame", desc=out.name, disable=not progress)
 
-    def finish(job, full, full_boxes) -> Iterator[np.ndarray]:
+    def finish(job, full, full_boxes) -> np.ndarray:
       pasted = crops.paste_back(full, job.result(), full_boxes,
                                 mask_lower_half_only=paste == "lower_half",
                                 face_hide_percentage=sampler.face_hide_percentage)
       bar.update(len(pasted))
-      yield from pasted
+      return pasted
 
-    def frames_out() -> Iterator[np.ndarray]:
+    def pasted_chunks() -> Iterator[np.ndarray]:
       pending = None
-      for ks, frames in source_chunks():
-        job = prepare(ks, frames)  # dispatched: the device samples while we encode below
+      for ks, frames in _in_background(source_chunks()):  # decoding runs ahead
+        job = prepare(ks, frames)  # dispatched: the device samples while we paste below
         if pending is not None:
-          yield from finish(*pending)
+          yield finish(*pending)
         pending = job
       if pending is not None:
-        yield from finish(*pending)
+        yield finish(*pending)
+
+    def frames_out() -> Iterator[np.ndarray]:
+      for chunk in _in_background(pasted_chunks()):  # encoding (here) overlaps the rest
+        yield from chunk
 
     out_audio, out_rate = _output_audio(samples, rate, total)
     try:

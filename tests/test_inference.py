@@ -233,3 +233,28 @@ def test_ddpm_and_bfloat16_samplers(face_video):
   low, full = bf16.generate(frames, frames, mels), f32.generate(frames, frames, mels)
   assert bf16.config.model.dtype == "bfloat16" and config.model.dtype == "float32"
   assert 0 < np.abs(low.astype(int) - full).mean() < 12
+
+
+def test_background_iteration_reraises_and_stops_with_its_consumer():
+  from diff2lip_jax import video_pipeline
+
+  def failing():
+    yield 1
+    yield 2
+    raise OSError("disk full")
+
+  items = video_pipeline._in_background(failing())
+  assert [next(items), next(items)] == [1, 2]
+  with pytest.raises(OSError, match="disk full"):
+    next(items)
+  produced = []
+
+  def endless():
+    while True:
+      produced.append(len(produced))
+      yield produced[-1]
+
+  items = video_pipeline._in_background(endless(), depth=2)
+  assert next(items) == 0
+  items.close()  # stops and joins the worker
+  assert len(produced) <= 5
