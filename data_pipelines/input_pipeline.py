@@ -164,18 +164,13 @@ class UnusableClipError(ValueError):
   """A clip too short for the target window, its audio, or a separate reference window."""
 
 
-class ClipWindowSampler:
-  """``(record_index, rng) -> example``: reads a clip, draws its windows, builds the arrays."""
+class SkippingRecordSampler:
+  """``(record_index, rng) -> example`` that replaces corrupt or unusable records.
 
-  def __init__(self, source, local_records: np.ndarray, num_frames: int, image_size: int,
-               min_ref_distance: int, max_skips: int, ground_truth_shapes: dict[str, tuple]):
-    self.source = source
-    self.local_records = np.asarray(local_records, np.int64)
-    self.num_frames = num_frames
-    self.image_size = image_size
-    self.min_ref_distance = min_ref_distance
-    self.max_skips = max_skips
-    self.ground_truth_shapes = ground_truth_shapes
+  Subclasses set ``source``, ``local_records`` and ``max_skips`` and implement
+  ``example(index, parsed_clip, rng)``; a record that fails is replaced by another record of
+  this host drawn with the same generator, so the stream stays deterministic.
+  """
 
   def __call__(self, record_index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     index = int(record_index)
@@ -189,6 +184,20 @@ class ClipWindowSampler:
         index = int(self.local_records[rng.integers(len(self.local_records))])
     raise RuntimeError(f"{self.max_skips + 1} records in a row were corrupt or unusable (last: "
                        f"{self.source.describe(index)}); check the shards, e.g. re-run prepare")
+
+
+class ClipWindowSampler(SkippingRecordSampler):
+  """Reads a clip, draws its target and reference windows, builds the arrays."""
+
+  def __init__(self, source, local_records: np.ndarray, num_frames: int, image_size: int,
+               min_ref_distance: int, max_skips: int, ground_truth_shapes: dict[str, tuple]):
+    self.source = source
+    self.local_records = np.asarray(local_records, np.int64)
+    self.num_frames = num_frames
+    self.image_size = image_size
+    self.min_ref_distance = min_ref_distance
+    self.max_skips = max_skips
+    self.ground_truth_shapes = ground_truth_shapes
 
   def example(self, index: int, clip: shards.ParsedClip,
               rng: np.random.Generator) -> dict[str, np.ndarray]:

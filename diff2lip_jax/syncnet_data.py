@@ -47,7 +47,6 @@ import numpy as np
 
 from data_pipelines import input_pipeline, shards
 from data_pipelines.input_pipeline import MEL_WINDOW_STEPS, TrainIterator, mel_start_row
-from data_pipelines.record_io import CorruptRecordError
 
 SYNC_WINDOW = 5
 BATCH_KEYS = ("frames", "mel", "label", "clip_index", "frame_index", "mel_frame_index",
@@ -99,11 +98,12 @@ def partner_counts(num_starts: int, min_shift: int) -> np.ndarray:
   return before + after
 
 
-class UnusableClipError(ValueError):
-  """A clip without two valid windows ``min_shift`` frames apart."""
+# Raised for a clip without two valid windows ``min_shift`` frames apart; the base sampler
+# then draws another record.
+UnusableClipError = input_pipeline.UnusableClipError
 
 
-class SyncPairSampler:
+class SyncPairSampler(input_pipeline.SkippingRecordSampler):
   """``(record_index, rng) -> example``: reads a clip and draws one in-sync or off-sync pair."""
 
   def __init__(self, source, local_records: np.ndarray, image_size: int, min_shift: int,
@@ -121,19 +121,6 @@ class SyncPairSampler:
     self.in_sync_probability = in_sync_probability
     self.max_skips = max_skips
     self.ground_truth_shapes = ground_truth_shapes
-
-  def __call__(self, record_index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    index = int(record_index)
-    for skipped in range(self.max_skips + 1):
-      try:
-        example = self.example(index, shards.parse_clip(self.source[index]), rng)
-        example["skipped_records"] = np.int32(skipped)
-        return example
-      except (CorruptRecordError, UnusableClipError) as error:
-        logging.warning("skipping record %d (%s): %s", index, self.source.describe(index), error)
-        index = int(self.local_records[rng.integers(len(self.local_records))])
-    raise RuntimeError(f"{self.max_skips + 1} records in a row were corrupt or unusable (last: "
-                       f"{self.source.describe(index)}); check the shards, e.g. re-run prepare")
 
   def example(self, index: int, clip: shards.ParsedClip,
               rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -9,7 +9,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from diff2lip_jax.diffusion import create_diffusion
 from diff2lip_jax.models import create_model
