@@ -43,6 +43,7 @@ def test_composite_and_weighted_total():
 
 def test_diffusion_terms_match_a_hand_computation():
   config = tiny_config()
+  config.diffusion.predict_xstart = False   # ε-prediction, as the released model
   diffusion = create_diffusion(config.diffusion, timestep_respacing="")
   rng = np.random.default_rng(0)
   x0 = rng.uniform(-1, 1, (2, 4, 4, 3)).astype(np.float32)
@@ -59,6 +60,12 @@ def test_diffusion_terms_match_a_hand_computation():
   np.testing.assert_allclose(np.asarray(terms["pred_xstart"]), want, rtol=1e-4, atol=1e-5)
   vb_direct = diffusion.hybrid_vb_term(output, x0, x_t, t, mask=_mask(2))
   np.testing.assert_allclose(float(terms["vb"]), float(jnp.mean(vb_direct)), rtol=1e-6)
+  # x0-prediction (the synthetic default): the target is x0 itself.
+  config.diffusion.predict_xstart = True
+  x0_diffusion = create_diffusion(config.diffusion, timestep_respacing="")
+  output = np.concatenate([x0 - 0.25, np.zeros_like(x0)], -1)
+  terms = objective.diffusion_terms(x0_diffusion, output, x0, x_t, t, noise, _mask(2))
+  np.testing.assert_allclose(float(terms["mse"]), 0.0625, rtol=1e-6)
 
 
 def test_sync_loss_is_bce_of_the_cosine_similarity():
