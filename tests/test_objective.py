@@ -8,6 +8,7 @@ import pytest
 
 from diff2lip_jax.diffusion import create_diffusion
 from diff2lip_jax.training import objective
+from diff2lip_jax.training import step as step_lib
 from diff2lip_jax.training.step import make_train_step
 from tests.training_utils import model_and_state, random_batch, tiny_config
 
@@ -135,3 +136,24 @@ def test_adversarial_term_trains_the_discriminator_in_the_same_step():
   changed = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()),
                                    new.disc_params, state.disc_params)
   assert max(jax.tree_util.tree_leaves(changed)) > 0
+
+
+def test_training_timesteps_per_window_and_per_frame():
+  diffusion = create_diffusion(tiny_config().diffusion, timestep_respacing="")
+  key = jax.random.PRNGKey(3)
+  per_window = np.asarray(step_lib.training_timesteps(diffusion, key, 4, 5, False))
+  assert per_window.shape == (20,)
+  assert (per_window.reshape(4, 5) == per_window.reshape(4, 5)[:, :1]).all()
+  per_frame = np.asarray(step_lib.training_timesteps(diffusion, key, 4, 5, True))
+  assert per_frame.shape == (20,) and per_frame.min() >= 0 and per_frame.max() < 1000
+  assert len(np.unique(per_frame)) > 10  # 20 draws from 1000 values
+
+
+def test_per_frame_timesteps_refuse_the_window_terms():
+  config = tiny_config(timesteps="per_frame")
+  config.loss.adversarial = 0.01
+  model, diffusion, _ = model_and_state(tiny_config())
+  from diff2lip_jax.models.discriminator import SequenceDiscriminator
+  with pytest.raises(ValueError, match="per_frame"):
+    step_lib.make_train_step(model, diffusion, config,
+                             discriminator=SequenceDiscriminator(nframes=5))

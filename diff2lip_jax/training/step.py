@@ -43,6 +43,19 @@ def flatten_batch(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
           "sync_mel": batch["mel"], "windows": b, "nframes": f}
 
 
+def training_timesteps(diffusion: GaussianDiffusion, key: jax.Array, windows: int,
+                       nframes: int, per_frame: bool) -> jax.Array:
+  """``[windows * nframes]`` int timesteps, uniform over the diffusion's steps.
+
+  By default one timestep per window: the frames of a window are judged together by the
+  sync expert and the discriminator, so they should be equally noisy. ``per_frame`` draws
+  one per frame (lower-variance gradients when neither term is on).
+  """
+  if per_frame:
+    return diffusion.sample_timesteps(key, windows * nframes)
+  return jnp.repeat(diffusion.sample_timesteps(key, windows), nframes)
+
+
 def make_train_step(model: nn.Module, diffusion: GaussianDiffusion,
                     config: ml_collections.ConfigDict, *,
                     syncnet_apply: Callable[..., Any] | None = None,
@@ -64,6 +77,13 @@ def make_train_step(model: nn.Module, diffusion: GaussianDiffusion,
   use_adv = bool(weights.adversarial) and discriminator is not None
   if use_adv:
     from diff2lip_jax.models import discriminator as disc_lib
+  timesteps = str(config.train.get("timesteps", "per_window"))
+  if timesteps not in ("per_window", "per_frame"):
+    raise ValueError(f"train.timesteps={timesteps!r}: use 'per_window' or 'per_frame'")
+  if timesteps == "per_frame" and (use_sync or use_adv):
+    raise ValueError("train.timesteps='per_frame' needs loss.sync and loss.adversarial off: "
+                     "the expert and the discriminator judge a window's frames together")
+  per_frame_timesteps = timesteps == "per_frame"
 
   def train_step(state: TrainState, batch: dict[str, jax.Array], frozen: dict[str, Any]
                  ) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -71,9 +91,7 @@ def make_train_step(model: nn.Module, diffusion: GaussianDiffusion,
     x0, nframes = inputs["x0"], inputs["nframes"]
     n, size = x0.shape[0], x0.shape[1]
     rng, k_t, k_noise, k_cond, k_drop = jax.random.split(state.rng, 5)
-    # One timestep per window: the frames of a window are judged together by the sync
-    # expert and the discriminator, so they should be equally noisy.
-    t = jnp.repeat(diffusion.sample_timesteps(k_t, inputs["windows"]), nframes)
+    t = training_timesteps(diffusion, k_t, inputs["windows"], nframes, per_frame_timesteps)
     noise = jax.random.normal(k_noise, x0.shape, jnp.float32)
     mask = lower_half_mask(n, size, hide)
     x_t = diffusion.q_sample(x0, t, noise)
