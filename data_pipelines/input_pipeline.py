@@ -167,10 +167,18 @@ class UnusableClipError(ValueError):
 class SkippingRecordSampler:
   """``(record_index, rng) -> example`` that replaces corrupt or unusable records.
 
-  Subclasses set ``source``, ``local_records`` and ``max_skips`` and implement
-  ``example(index, parsed_clip, rng)``; a record that fails is replaced by another record of
-  this host drawn with the same generator, so the stream stays deterministic.
+  Subclasses implement ``example(index, parsed_clip, rng)``; a record that fails is replaced
+  by another record of this host drawn with the same generator, so the stream stays
+  deterministic.
   """
+
+  def __init__(self, source, local_records: np.ndarray, image_size: int, max_skips: int,
+               ground_truth_shapes: dict[str, tuple]):
+    self.source = source
+    self.local_records = np.asarray(local_records, np.int64)
+    self.image_size = image_size
+    self.max_skips = max_skips
+    self.ground_truth_shapes = ground_truth_shapes
 
   def __call__(self, record_index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     index = int(record_index)
@@ -191,13 +199,9 @@ class ClipWindowSampler(SkippingRecordSampler):
 
   def __init__(self, source, local_records: np.ndarray, num_frames: int, image_size: int,
                min_ref_distance: int, max_skips: int, ground_truth_shapes: dict[str, tuple]):
-    self.source = source
-    self.local_records = np.asarray(local_records, np.int64)
+    super().__init__(source, local_records, image_size, max_skips, ground_truth_shapes)
     self.num_frames = num_frames
-    self.image_size = image_size
     self.min_ref_distance = min_ref_distance
-    self.max_skips = max_skips
-    self.ground_truth_shapes = ground_truth_shapes
 
   def example(self, index: int, clip: shards.ParsedClip,
               rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -114,13 +114,9 @@ class SyncPairSampler(input_pipeline.SkippingRecordSampler):
                        f"{min_shift}")
     if not 0.0 <= in_sync_probability <= 1.0:
       raise ValueError(f"in_sync_probability must be in [0, 1], got {in_sync_probability}")
-    self.source = source
-    self.local_records = np.asarray(local_records, np.int64)
-    self.image_size = image_size
+    super().__init__(source, local_records, image_size, max_skips, ground_truth_shapes)
     self.min_shift = min_shift
     self.in_sync_probability = in_sync_probability
-    self.max_skips = max_skips
-    self.ground_truth_shapes = ground_truth_shapes
 
   def example(self, index: int, clip: shards.ParsedClip,
               rng: np.random.Generator) -> dict[str, np.ndarray]:
