@@ -29,10 +29,10 @@ from diff2lip_jax import config_utils, inference  # noqa: E402
 
 def random_params(model_config, seed: int = 0) -> dict:
   import flax
-  from diff2lip_jax.convert import _expected_params
+  from diff2lip_jax.models import param_shapes
   rng = np.random.default_rng(seed)
   flat = {}
-  for path, shape in sorted(_expected_params(model_config).items()):
+  for path, shape in sorted(param_shapes(model_config).items()):
     if len(shape) > 1:
       flat[path] = (rng.standard_normal(shape, np.float32) / np.sqrt(np.prod(shape[:-1])))
     else:

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs import released  # noqa: E402
-from diff2lip_jax import sampling  # noqa: E402
+from diff2lip_jax.diffusion import sampling  # noqa: E402
 from diff2lip_jax.models import create_model  # noqa: E402
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from diff2lip_jax.config_utils import load_config_file  # noqa: E402
 from diff2lip_jax.diffusion import create_diffusion  # noqa: E402
 from diff2lip_jax.models import create_model  # noqa: E402
-from diff2lip_jax.training.loop import init_params  # noqa: E402
+from diff2lip_jax.models import init_params  # noqa: E402
 from diff2lip_jax.training.state import create_train_state  # noqa: E402
 from diff2lip_jax.training.step import make_train_step  # noqa: E402
 
@@ -76,7 +76,7 @@ def main(argv=None) -> None:
     config.loss[name] = 0.0
   model = create_model(config.model)
   diffusion = create_diffusion(config.diffusion, timestep_respacing="")
-  params = jax.jit(lambda r: init_params(model, config, r))(jax.random.PRNGKey(0))
+  params = jax.jit(lambda r: init_params(model, config.model, r))(jax.random.PRNGKey(0))
   state = create_train_state(jax.random.PRNGKey(1), params, config)
   size, frames = int(config.model.image_size), int(config.model.nframes)
   rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ into the workdir.
 """
 import ml_collections
 
-from diff2lip_jax import syncnet_data
+from diff2lip_jax.syncnet import data as syncnet_data
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import audio
-from diff2lip_jax import sampling
+from diff2lip_jax.diffusion import sampling
 
 
 def to_model_range(frames_uint8: np.ndarray) -> np.ndarray:

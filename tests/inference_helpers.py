@@ -28,10 +28,10 @@ def tiny_config():
 
 def random_params(model_config, seed: int = 0) -> dict:
   """Random weights of the right shapes, drawn with NumPy (Flax's init compiles for ~20 s)."""
-  from diff2lip_jax.convert import _expected_params
+  from diff2lip_jax.models import param_shapes
   rng = np.random.default_rng(seed)
   flat = {}
-  for path, shape in sorted(_expected_params(model_config).items()):
+  for path, shape in sorted(param_shapes(model_config).items()):
     if len(shape) > 1:
       flat[path] = (rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))).astype(np.float32)
     elif path[-1] == "scale":

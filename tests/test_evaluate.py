@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from data_pipelines import video_io
-from diff2lip_jax import evaluate, syncnet_expert
+from diff2lip_jax.evaluation import evaluate
+from diff2lip_jax.syncnet import expert as syncnet_expert
 from tests.inference_helpers import face_clip, tiny_config, write_face_video
 
 

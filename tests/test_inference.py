@@ -236,7 +236,7 @@ def test_ddpm_and_bfloat16_samplers(face_video):
 
 
 def test_background_iteration_reraises_and_stops_with_its_consumer():
-  from diff2lip_jax import video_pipeline
+  from diff2lip_jax.inference import pipeline as video_pipeline
 
   def failing():
     yield 1

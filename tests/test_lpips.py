@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diff2lip_jax.models import lpips_convert
+from diff2lip_jax.porting import lpips as lpips_convert
 from diff2lip_jax.models.lpips import (LPIPS, infer_net, lpips_distance, lpips_loss,
                                        normalize_channels)
-from diff2lip_jax.torch_io import StateDictMismatchError
+from diff2lip_jax.porting.torch_io import StateDictMismatchError
 
 try:
   import torch

@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from diff2lip_jax.convert import (CheckpointMismatchError, flax_path_for, params_from_torch,
+from diff2lip_jax.porting.tfg import (CheckpointMismatchError, flax_path_for, params_from_torch,
                                   torch_state_dict_from_params)
 from diff2lip_jax.models import create_model
 from tests import reference as R

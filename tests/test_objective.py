@@ -125,9 +125,9 @@ def test_adversarial_term_trains_the_discriminator_in_the_same_step():
   config.discriminator.width, config.discriminator.depth = 32, 2
   disc, disc_params = _discriminator(config, jax.random.PRNGKey(3))
   model, diffusion, _ = model_and_state(config)
-  from diff2lip_jax.training.loop import init_params
+  from diff2lip_jax.models import init_params
   from diff2lip_jax.training.state import create_train_state
-  state = create_train_state(jax.random.PRNGKey(1), init_params(model, config,
+  state = create_train_state(jax.random.PRNGKey(1), init_params(model, config.model,
                                                                 jax.random.PRNGKey(0)),
                              config, disc_params)
   step = jax.jit(functools.partial(make_train_step(model, diffusion, config, discriminator=disc)))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import face_detection as fd
-from diff2lip_jax.torch_io import StateDictMismatchError
+from diff2lip_jax.porting.torch_io import StateDictMismatchError
 from tests import reference
 
 try:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from configs import released
-from diff2lip_jax import sampling
-from diff2lip_jax.convert import params_from_torch
+from diff2lip_jax.diffusion import sampling
+from diff2lip_jax.porting.tfg import params_from_torch
 from diff2lip_jax.models import create_model
 from tests import reference as R
 

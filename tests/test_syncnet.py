@@ -4,10 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diff2lip_jax.models import syncnet_convert
+from diff2lip_jax.porting import syncnet as syncnet_convert
 from diff2lip_jax.models.syncnet import (SyncNetColor, cosine_loss, cosine_sync_loss,
                                          syncnet_face_input)
-from diff2lip_jax.torch_io import StateDictMismatchError
+from diff2lip_jax.porting.torch_io import StateDictMismatchError
 from tests import reference
 
 try:

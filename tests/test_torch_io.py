@@ -8,7 +8,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from diff2lip_jax import torch_io
+from diff2lip_jax.porting import torch_io
 
 try:
   import torch

@@ -16,8 +16,11 @@ from configs import syncnet as syncnet_config
 from data_pipelines import audio, shards, synthetic
 from data_pipelines.input_pipeline import mel_start_row
 from data_pipelines.record_io import read_tfrecord_file
-from diff2lip_jax import syncnet_data, syncnet_expert, train_syncnet
-from diff2lip_jax.models import syncnet, syncnet_convert
+from diff2lip_jax.syncnet import data as syncnet_data
+from diff2lip_jax.syncnet import expert as syncnet_expert
+from diff2lip_jax.syncnet import train as train_syncnet
+from diff2lip_jax.models import syncnet
+from diff2lip_jax.porting import syncnet as syncnet_convert
 from tests import reference
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

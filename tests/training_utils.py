@@ -8,7 +8,7 @@ import numpy as np
 from configs import synthetic
 from diff2lip_jax.diffusion import create_diffusion
 from diff2lip_jax.models import create_model
-from diff2lip_jax.training.loop import init_params
+from diff2lip_jax.models import init_params
 from diff2lip_jax.training.state import create_train_state
 
 
@@ -40,7 +40,7 @@ def random_batch(config, windows: int, seed: int = 0) -> dict[str, np.ndarray]:
 def model_and_state(config, seed: int = 0):
   model = create_model(config.model)
   diffusion = create_diffusion(config.diffusion, timestep_respacing="")
-  params = init_params(model, config, jax.random.PRNGKey(seed))
+  params = init_params(model, config.model, jax.random.PRNGKey(seed))
   return model, diffusion, create_train_state(jax.random.PRNGKey(seed + 1), params, config)
 
 

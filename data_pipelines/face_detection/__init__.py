@@ -5,7 +5,7 @@ nothing is downloaded.
 """
 from data_pipelines.face_detection.boxes import (decode, nms, prior_boxes, scores_and_boxes,
                                                  select_detections)
-from data_pipelines.face_detection.convert import (expected_torch_shapes, load_s3fd_params,
+from diff2lip_jax.porting.s3fd import (expected_torch_shapes, load_s3fd_params,
                                                    params_from_torch)
 from data_pipelines.face_detection.detector import FaceDetector, preprocess
 from data_pipelines.face_detection.s3fd import S3FD, init_s3fd_params

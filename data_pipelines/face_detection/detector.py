@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines.face_detection import boxes as box_ops
-from data_pipelines.face_detection.convert import load_s3fd_params
+from diff2lip_jax.porting.s3fd import load_s3fd_params
 from data_pipelines.face_detection.s3fd import BGR_MEAN, S3FD
 
 

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from diff2lip_jax.diffusion import create_diffusion
-from diff2lip_jax.models import create_model
-from diff2lip_jax.training import checkpointing, data, samples, sharding
+from diff2lip_jax.models import create_model, init_params
+from diff2lip_jax.training import checkpointing, data, reporting, sharding
 from diff2lip_jax.training.state import create_train_state, inference_params
 from diff2lip_jax.training.step import make_train_step
 
@@ -32,20 +32,6 @@ def check_nonfinite(metrics: dict, config: ml_collections.ConfigDict, step: int,
         f"good checkpoint is in {checkpointing.checkpoint_dir(workdir)}")
 
 
-def _example_inputs(config: ml_collections.ConfigDict, n: int = 1) -> dict[str, jax.Array]:
-  size, nrefer = int(config.model.image_size), int(config.model.get("nrefer", 1))
-  img = jnp.zeros((n, size, size, 3), jnp.float32)
-  return dict(x=img, t=jnp.zeros((n,), jnp.int32), cond_img=img, mask=img[..., :1],
-              ref_img=jnp.zeros((n, size, size, 3 * nrefer)),
-              indiv_mels=jnp.zeros((n, 80, 16)))
-
-
-def init_params(model, config: ml_collections.ConfigDict, rng: jax.Array) -> Any:
-  inp = _example_inputs(config)
-  return model.init(rng, inp["x"], inp["t"], cond_img=inp["cond_img"], mask=inp["mask"],
-                    ref_img=inp["ref_img"], indiv_mels=inp["indiv_mels"])["params"]
-
-
 def frozen_networks(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
   """Loads the frozen expert nets the loss weights ask for: ``(apply_fns, variables)``.
 
@@ -56,7 +42,7 @@ def frozen_networks(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
   if config.loss.sync:
     if config.syncnet.checkpoint:
       from diff2lip_jax.models.syncnet import SyncNetColor
-      from diff2lip_jax.syncnet_expert import load_syncnet_expert
+      from diff2lip_jax.syncnet.expert import load_syncnet_expert
       variables["syncnet"] = load_syncnet_expert(config.syncnet.checkpoint)
       fns["syncnet"] = SyncNetColor().apply
     else:
@@ -64,7 +50,8 @@ def frozen_networks(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
                       config.loss.sync)
   if config.loss.lpips:
     if config.lpips.backbone_weights and config.lpips.lin_weights:
-      from diff2lip_jax.models import lpips, lpips_convert
+      from diff2lip_jax.models import lpips
+      from diff2lip_jax.porting import lpips as lpips_convert
       params = lpips_convert.load_lpips_params(config.lpips.backbone_weights,
                                                config.lpips.lin_weights, net=config.lpips.net)
       variables["lpips"] = {"params": params}
@@ -107,7 +94,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: An
   disc_model, _ = _discriminator(config, disc_rng)
 
   def make_state():
-    params = init_params(model, config, init_rng)
+    params = init_params(model, config.model, init_rng)
     disc_params = _discriminator(config, disc_rng)[1] if disc_model is not None else None
     return create_train_state(state_rng, params, config, disc_params)
 

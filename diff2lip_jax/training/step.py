@@ -17,7 +17,7 @@ import ml_collections
 import optax
 
 from diff2lip_jax.diffusion import GaussianDiffusion
-from diff2lip_jax.sampling import lower_half_mask, masked_condition
+from diff2lip_jax.diffusion.sampling import lower_half_mask, masked_condition
 from diff2lip_jax.training import objective
 from diff2lip_jax.training.state import (TrainState, learning_rate_schedule, make_disc_optimizer,
                                          make_optimizer, update_ema)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diff2lip_jax import torch_io
+from diff2lip_jax.porting import torch_io
 from diff2lip_jax.models.syncnet import (AUDIO_ENCODER, FACE_ENCODER, SyncNetColor,
                                           init_syncnet_variables)
 

@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 
 from diff2lip_jax import config_utils
 from diff2lip_jax.models.syncnet import init_syncnet_variables
-from diff2lip_jax.models.syncnet_convert import load_syncnet_variables
+from diff2lip_jax.porting.syncnet import load_syncnet_variables
 
 TORCH_SUFFIXES = (".pth", ".pt", ".tar")
 VARIABLES_ITEM = "variables"

@@ -25,6 +25,7 @@ import numpy as np
 from data_pipelines import audio as audio_lib
 from diff2lip_jax import checkpoints, config_utils, generation, sampling
 from diff2lip_jax.diffusion import create_diffusion
+from diff2lip_jax import models
 from diff2lip_jax.models import create_model
 
 
@@ -65,27 +66,10 @@ def mel_windows(mel: np.ndarray, start: int, stop: int,
 
 def check_params(params: Any, model_config: Any) -> None:
   """Raises :class:`checkpoints.CheckpointError` naming the parameters that do not fit."""
-  from diff2lip_jax.convert import _expected_params  # the model's own parameter shapes
-  import flax
-  expected = _expected_params(model_config)
   try:
-    found = {k: tuple(np.shape(v)) for k, v in flax.traverse_util.flatten_dict(params).items()}
-  except (TypeError, ValueError) as error:
-    raise checkpoints.CheckpointError(f"checkpoint params are not a parameter tree: {error}")
-  missing = sorted("/".join(k) for k in expected if k not in found)
-  unexpected = sorted("/".join(k) for k in found if k not in expected)
-  misshaped = sorted(f"{'/'.join(k)}: checkpoint {found[k]}, model {v}"
-                     for k, v in expected.items() if k in found and found[k] != v)
-  if missing or unexpected or misshaped:
-    lines = [f"checkpoint params do not match the model of its config ({len(missing)} missing,"
-             f" {len(unexpected)} unexpected, {len(misshaped)} mis-shaped):"]
-    lines += [f"  missing: {m}" for m in missing[:8]] + [f"  unexpected: {u}"
-                                                         for u in unexpected[:8]]
-    lines += [f"  mis-shaped: {m}" for m in misshaped[:8]]
-    lines.append("The checkpoint's config.json and params disagree: re-export it with "
-                 "`python -m diff2lip_jax.convert` (with the config it was trained with) or "
-                 "point --checkpoint at the training workdir.")
-    raise checkpoints.CheckpointError("\n".join(lines))
+    models.check_params(params, model_config)
+  except models.ParamsMismatchError as error:
+    raise checkpoints.CheckpointError(str(error)) from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -232,12 +216,3 @@ class Diff2LipSampler:
     if not pending:
       return np.zeros((0,) + frames.shape[1:], np.uint8)
     return np.concatenate([p.result() for p in pending])
-
-
-# The video pipeline (decode -> crop -> sample -> paste -> encode) is in video_pipeline.py.
-from diff2lip_jax.video_pipeline import (CropSpec, LipSyncResult, lip_sync_video,  # noqa: E402
-                                         parse_crop, pingpong_index)
-
-__all__ = ["Diff2LipSampler", "PendingCrops", "InferenceInputError", "mel_windows",
-           "count_mel_windows", "mel_window_starts", "check_params", "CropSpec",
-           "LipSyncResult", "lip_sync_video", "parse_crop", "pingpong_index"]

@@ -21,7 +21,7 @@ from typing import Mapping
 import jax
 import numpy as np
 
-from diff2lip_jax import torch_io
+from diff2lip_jax.porting import torch_io
 from diff2lip_jax.models.lpips import BACKBONES, SCALE, SHIFT, conv_indices, init_lpips_params
 
 # alias pattern -> canonical name template (groups: layer index, leaf)

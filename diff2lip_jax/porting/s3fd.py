@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines.face_detection.s3fd import S3FD, init_s3fd_params
-from diff2lip_jax import torch_io
+from diff2lip_jax.porting import torch_io
 
 
 def _leaf_names(flax_params: Mapping) -> dict[str, tuple[str, str]]:
