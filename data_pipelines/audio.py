@@ -111,9 +111,53 @@ def melspectrogram(wav_16k: np.ndarray, config: MelConfig = DEFAULT_MEL_CONFIG) 
   return np.ascontiguousarray(normalised.T, dtype=np.float32)
 
 
-def _window_start_row(frame: int, fps: float, mel_steps_per_second: float) -> int:
-  # Same float expression as the reference (`int(80. * (frame / 25.))`), so rounding matches.
-  return int(mel_steps_per_second * (frame / float(fps)))
+# --- The 25 fps mel-window rule (the one place it is coded) -----------------------------------
+# A window "at frame s" is mel rows int(80 * (s / fps)) : + 16, with the reference's float
+# expression so rounding matches. The model's per-frame window of frame k is the window at
+# max(k + 1 - 2, 0) (5 frames centred on k); SyncNet's window of a 5-frame face window starting
+# at j is the window at j.
+
+def mel_start_row(frame: np.ndarray | int, fps: float = VIDEO_FPS,
+                  mel_steps_per_second: float = MEL_STEPS_PER_SECOND) -> np.ndarray:
+  """First mel row of the window at video frame(s) ``frame`` (int64, same shape as ``frame``)."""
+  return (mel_steps_per_second * (np.asarray(frame, np.float64) / float(fps))).astype(np.int64)
+
+
+def mel_window_starts(start: int, stop: int, fps: float = VIDEO_FPS, context_frames: int = 2,
+                      mel_steps_per_second: float = MEL_STEPS_PER_SECOND) -> np.ndarray:
+  """``[stop - start]`` first mel rows of the per-frame windows of frames ``start..stop-1``."""
+  frames = np.maximum(np.arange(start, stop) + 1 - context_frames, 0)
+  return mel_start_row(frames, fps, mel_steps_per_second)
+
+
+def count_mel_windows(mel: np.ndarray | int, fps: float = VIDEO_FPS,
+                      window_steps: int = MEL_WINDOW_STEPS,
+                      mel_steps_per_second: float = MEL_STEPS_PER_SECOND) -> int:
+  """How many video frames (from frame 0) get a whole per-frame window of ``mel [M, 80]``.
+
+  ``mel`` may also be the row count ``M``. Window starts grow with the frame, so the frames
+  that fit are a prefix.
+  """
+  rows = int(mel) if np.ndim(mel) == 0 else len(mel)
+  upper = int(rows * fps / mel_steps_per_second) + 3
+  ends = mel_window_starts(0, upper, fps, mel_steps_per_second=mel_steps_per_second)
+  return int(np.searchsorted(ends + window_steps, rows, side="right"))
+
+
+def mel_windows(mel: np.ndarray, start: int, stop: int, fps: float = VIDEO_FPS,
+                window_steps: int = MEL_WINDOW_STEPS) -> np.ndarray:
+  """``[stop - start, 80, window_steps]`` per-frame windows of frames ``start..stop-1``.
+
+  Equals ``frame_mel_windows(mel, stop)[start:]`` without building the earlier windows, so
+  long audio can be processed chunk by chunk. Raises ``ValueError`` when a window runs past
+  the spectrogram (see :func:`count_mel_windows`).
+  """
+  mel = _check_mel(mel)
+  rows = mel_window_starts(start, stop, fps)[:, None] + np.arange(window_steps)
+  if rows.size and rows.max() >= len(mel):
+    raise ValueError(f"frames {start}..{stop - 1} need mel rows up to {rows.max()}, the audio "
+                     f"has {len(mel)} (use count_mel_windows)")
+  return np.ascontiguousarray(mel[rows].transpose(0, 2, 1))
 
 
 def sync_mel_window(mel: np.ndarray, frame_index: int, fps: float = VIDEO_FPS,
@@ -132,7 +176,7 @@ def sync_mel_window(mel: np.ndarray, frame_index: int, fps: float = VIDEO_FPS,
   mel = _check_mel(mel)
   if frame_index < 0:
     raise ValueError(f"frame_index must be >= 0, got {frame_index}")
-  start = _window_start_row(frame_index, fps, mel_steps_per_second)
+  start = int(mel_start_row(frame_index, fps, mel_steps_per_second))
   if start + window_steps > mel.shape[0]:
     raise ValueError(f"sync window for frame {frame_index} needs mel rows [{start}, "
                      f"{start + window_steps}) but the spectrogram has only {mel.shape[0]} rows "
@@ -146,11 +190,10 @@ def frame_mel_windows(mel: np.ndarray, num_frames: int, fps: float = VIDEO_FPS,
                       context_frames: int = 2, pad_end: bool = False) -> np.ndarray:
   """Per-video-frame mel windows as built by the reference inference (``load_all_indiv_mels``).
 
-  Frame k (0-based) gets the window starting at frame ``s = max(k + 1 - context_frames, 0)``,
-  i.e. mel rows ``int(80 * s / fps) : + window_steps``. Frames whose window runs past the end
-  of the spectrogram are dropped (reference behaviour), so the result may have fewer than
-  ``num_frames`` windows; with ``pad_end=True`` the spectrogram is instead extended by
-  repeating its last row so that every frame gets a window.
+  Frame k (0-based) gets the window at frame ``s = max(k + 1 - context_frames, 0)``.
+  Frames whose window runs past the end of the spectrogram are dropped (reference
+  behaviour), so the result may have fewer than ``num_frames`` windows; with ``pad_end=True``
+  the spectrogram is instead extended by repeating its last row so that every frame gets one.
   Args:
     mel: [T, num_mels] spectrogram.
     num_frames: number of video frames.
@@ -160,16 +203,15 @@ def frame_mel_windows(mel: np.ndarray, num_frames: int, fps: float = VIDEO_FPS,
   mel = _check_mel(mel)
   if num_frames < 0:
     raise ValueError(f"num_frames must be >= 0, got {num_frames}")
-  starts = [_window_start_row(max(k + 1 - context_frames, 0), fps, mel_steps_per_second)
-            for k in range(num_frames)]
-  if pad_end and starts:
-    needed = starts[-1] + window_steps - mel.shape[0]
+  starts = mel_window_starts(0, num_frames, fps, context_frames, mel_steps_per_second)
+  if pad_end and starts.size:
+    needed = int(starts[-1]) + window_steps - mel.shape[0]
     if needed > 0:
       mel = np.concatenate([mel, np.repeat(mel[-1:], needed, axis=0)], axis=0)
-  starts = [s for s in starts if s + window_steps <= mel.shape[0]]
-  if not starts:
+  starts = starts[starts + window_steps <= mel.shape[0]]
+  if not starts.size:
     return np.zeros((0, mel.shape[1], window_steps), np.float32)
-  rows = np.asarray(starts)[:, None] + np.arange(window_steps)[None, :]
+  rows = starts[:, None] + np.arange(window_steps)[None, :]
   return np.ascontiguousarray(mel[rows].transpose(0, 2, 1))
 
 

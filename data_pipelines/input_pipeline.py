@@ -49,10 +49,9 @@ import ml_collections
 import numpy as np
 
 from data_pipelines import shards
+from data_pipelines.audio import MEL_WINDOW_STEPS, mel_start_row
 from data_pipelines.record_io import CorruptRecordError
 
-MEL_STEPS_PER_SECOND = 80.0
-MEL_WINDOW_STEPS = 16
 BATCH_KEYS = ("image", "ref_img", "indiv_mels", "mel", "clip_index", "frame_index",
               "ref_frame_index", "skipped_records")
 
@@ -95,11 +94,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.image_dtype = "float32"
   config.host_prefetch = 2
   return config
-
-
-def mel_start_row(frame: np.ndarray | int, fps: float) -> np.ndarray:
-  """First mel row of the window that starts at video frame ``frame`` (reference rounding)."""
-  return (MEL_STEPS_PER_SECOND * (np.asarray(frame, np.float64) / float(fps))).astype(np.int64)
 
 
 def num_target_starts(num_frames: int, mel_rows: int, fps: float, window: int) -> int:

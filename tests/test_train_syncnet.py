@@ -14,7 +14,7 @@ import pytest
 
 from configs import syncnet as syncnet_config
 from data_pipelines import audio, shards, synthetic
-from data_pipelines.input_pipeline import mel_start_row
+from data_pipelines.audio import mel_start_row
 from data_pipelines.record_io import read_tfrecord_file
 from diff2lip_jax.syncnet import data as syncnet_data
 from diff2lip_jax.syncnet import expert as syncnet_expert

@@ -33,7 +33,8 @@ def score(params, config, num_clips: int = 8, num_frames: int = 50, respacing: s
           seed: int = 0, batch_size: int = 25) -> dict:
   """Generates the cross-driven clips and returns the correlation report."""
   from data_pipelines import audio, synthetic
-  from diff2lip_jax import generation, sampling
+  from diff2lip_jax import generation
+  from diff2lip_jax.diffusion import sampling
   from diff2lip_jax.diffusion import create_diffusion
   from diff2lip_jax.models import create_model
 

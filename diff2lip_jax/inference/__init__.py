@@ -9,9 +9,9 @@ Notebook use::
 
 Whole videos: :func:`lip_sync_video` (what ``python -m diff2lip_jax.sample`` runs).
 """
+from data_pipelines.audio import count_mel_windows, mel_window_starts, mel_windows
 from diff2lip_jax.inference.sampler import (Diff2LipSampler, InferenceInputError, PendingCrops,
-                                            check_params, count_mel_windows, mel_window_starts,
-                                            mel_windows)
+                                            check_params)
 from diff2lip_jax.inference.pipeline import (CropSpec, LipSyncResult, lip_sync_video,
                                              parse_crop, pingpong_index)
 

@@ -24,7 +24,6 @@ import tqdm
 from data_pipelines import audio as audio_lib
 from data_pipelines import crops, video_io
 from data_pipelines.face_detection import video_boxes
-from diff2lip_jax.inference import sampler as sampler_lib
 from diff2lip_jax.inference.sampler import InferenceInputError
 
 FPS = 25.0
@@ -294,7 +293,7 @@ def lip_sync_video(sampler, video: str | os.PathLike, audio: str | os.PathLike,
 
   samples, rate = video_io.read_audio_track(audio)
   mel = audio_lib.melspectrogram(audio_lib.resample(samples, rate, audio_lib.SAMPLE_RATE))
-  audio_frames = sampler_lib.count_mel_windows(mel)
+  audio_frames = audio_lib.count_mel_windows(mel)
   if audio_frames == 0:
     raise _input_error(f"{audio}: the audio lasts {samples.size / rate:.3f} s; at least 0.2 s "
                        "(one 16-step mel window) is needed")
@@ -354,7 +353,7 @@ def lip_sync_video(sampler, video: str | os.PathLike, audio: str | os.PathLike,
         refs = inputs if mode == "cross" else _crop(frames, frame_boxes, size, resize_method)
       else:
         refs = np.broadcast_to(fixed_ref, inputs.shape)
-      mels = sampler_lib.mel_windows(mel, int(ks[0]), int(ks[-1]) + 1)
+      mels = audio_lib.mel_windows(mel, int(ks[0]), int(ks[-1]) + 1)
       return sampler.submit(inputs, refs, mels), full, full_boxes
 
     bar = tqdm.tqdm(total=total, unit="frame", desc=out.name, disable=not progress)

@@ -23,7 +23,8 @@ import ml_collections
 import numpy as np
 
 from data_pipelines import audio as audio_lib
-from diff2lip_jax import checkpoints, config_utils, generation, sampling
+from diff2lip_jax import checkpoints, config_utils, generation
+from diff2lip_jax.diffusion import sampling
 from diff2lip_jax.diffusion import create_diffusion
 from diff2lip_jax import models
 from diff2lip_jax.models import create_model
@@ -31,37 +32,6 @@ from diff2lip_jax.models import create_model
 
 class InferenceInputError(ValueError):
   """An input (file, option or array) cannot be used; the message says what to do."""
-
-
-def mel_window_starts(start: int, stop: int, fps: float = audio_lib.VIDEO_FPS) -> np.ndarray:
-  """First mel row of the window of each video frame in ``[start, stop)`` (reference rule).
-
-  Frame k uses the window of frame ``max(k - 1, 0)``: rows ``int(80 * (s / 25))`` onwards,
-  i.e. 5 frames centred on k (``audio.frame_mel_windows``).
-  """
-  frames = np.maximum(np.arange(start, stop) + 1 - 2, 0)
-  return (audio_lib.MEL_STEPS_PER_SECOND * (frames / float(fps))).astype(np.int64)
-
-
-def count_mel_windows(mel: np.ndarray, fps: float = audio_lib.VIDEO_FPS) -> int:
-  """How many video frames (from frame 0) get a full 16-step window of ``mel [M, 80]``."""
-  upper = int(len(mel) * fps / audio_lib.MEL_STEPS_PER_SECOND) + 3
-  ends = mel_window_starts(0, upper, fps) + audio_lib.MEL_WINDOW_STEPS
-  return int(np.searchsorted(ends, len(mel), side="right"))
-
-
-def mel_windows(mel: np.ndarray, start: int, stop: int,
-                fps: float = audio_lib.VIDEO_FPS) -> np.ndarray:
-  """``[stop - start, 80, 16]`` windows of frames ``start..stop-1`` (no copy of the rest).
-
-  Equals ``audio.frame_mel_windows(mel, stop)[start:]`` without building the earlier windows,
-  so long audio can be processed chunk by chunk.
-  """
-  rows = mel_window_starts(start, stop, fps)[:, None] + np.arange(audio_lib.MEL_WINDOW_STEPS)
-  if rows.size and rows.max() >= len(mel):
-    raise InferenceInputError(f"frames {start}..{stop - 1} need mel rows up to {rows.max()}, "
-                              f"the audio has {len(mel)} (use count_mel_windows)")
-  return np.ascontiguousarray(np.asarray(mel, np.float32)[rows].transpose(0, 2, 1))
 
 
 def check_params(params: Any, model_config: Any) -> None:
@@ -181,7 +151,7 @@ class Diff2LipSampler:
                                 f"{channels}], got {refs.dtype} {refs.shape}")
     if mels.shape != (len(frames), 80, audio_lib.MEL_WINDOW_STEPS):
       raise InferenceInputError(f"mels must be [{len(frames)}, 80, 16] (one window per frame,"
-                                f" see mel_windows), got {mels.shape}")
+                                f" see audio.mel_windows), got {mels.shape}")
     return refs
 
   def submit(self, frames: np.ndarray, refs: np.ndarray, mels: np.ndarray) -> PendingCrops:
@@ -204,7 +174,7 @@ class Diff2LipSampler:
       frames: uint8 ``[N, S, S, 3]`` input face crops (S = ``image_size``); any N.
       refs: uint8 ``[N, S, S, 3]`` identity reference crops (``[N, S, S, 3*nrefer]`` also
         accepted; a single reference is repeated for ``nrefer > 1``).
-      mels: float ``[N, 80, 16]`` mel windows (:func:`mel_windows`).
+      mels: float ``[N, 80, 16]`` mel windows (``data_pipelines.audio.mel_windows``).
     Returns:
       uint8 ``[N, S, S, 3]``: generated lower half, input upper half.
     """

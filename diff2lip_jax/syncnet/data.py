@@ -46,7 +46,8 @@ import ml_collections
 import numpy as np
 
 from data_pipelines import input_pipeline, shards
-from data_pipelines.input_pipeline import MEL_WINDOW_STEPS, TrainIterator, mel_start_row
+from data_pipelines.audio import MEL_WINDOW_STEPS, mel_start_row
+from data_pipelines.input_pipeline import TrainIterator
 
 SYNC_WINDOW = 5
 BATCH_KEYS = ("frames", "mel", "label", "clip_index", "frame_index", "mel_frame_index",

@@ -9,7 +9,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from diff2lip_jax import generation, sampling
+from diff2lip_jax import generation
+from diff2lip_jax.diffusion import sampling
 from diff2lip_jax.diffusion import create_diffusion
 
 
