@@ -90,12 +90,11 @@ def test_offset_sign_and_zero_padding(shift):
 def test_lse_scores_end_to_end_and_input_forms(golden, scorer, scores):
   frames = upscale_56_to_224(golden["frames56"])
   wav_float = golden["wav_int16"].astype(np.float32) / 32768.0   # what a WAV reader returns
-  first = lse.lse_scores(frames[:8], wav_float[:8 * 640], scorer=scorer)
-  bgr = lse.lse_scores(frames[:8, ..., ::-1], golden["wav_int16"][:8 * 640], scorer=scorer,
-                       channel_order="bgr")
-  assert first["num_windows"] == 3 and first["offset"] == bgr["offset"]
-  np.testing.assert_allclose(first["dists"], bgr["dists"], rtol=1e-6)
-  # Windows only see their own 5 frames: the first 3 match the full clip's.
+  first = lse.lse_scores(frames[:8, ..., ::-1], wav_float[:8 * 640], scorer=scorer,
+                         channel_order="bgr")
+  assert first["num_windows"] == 3 and first["dists"].shape == (3, 31)
+  # Windows only see their own 5 frames and 20 MFCC frames: at zero shift the first three
+  # distances are the full clip's (RGB, int16 input there).
   np.testing.assert_allclose(first["dists"][:, 15], scores["dists"][:3, 15], rtol=1e-5)
 
 
