@@ -25,9 +25,7 @@ BLOCKS = {"Mixed_5b": (inception.InceptionA(32), 192), "Mixed_6a": (inception.In
           "Mixed_7c": (inception.InceptionE(max_pool=True), 2048)}
 
 
-@pytest.fixture(scope="module")
-def golden():
-  return load_golden("fid_golden.npz")
+GOLDEN = load_golden("fid_golden.npz")   # small: loaded at import
 
 
 @pytest.fixture(scope="module")
@@ -36,51 +34,47 @@ def state_dict():
 
 
 @pytest.fixture(scope="module")
-def variables(state_dict):
-  return convert.params_from_torch(state_dict)
-
-
-@pytest.fixture(scope="module")
-def extractor(variables):
-  return fid.InceptionFeatures(variables)
+def extractor(state_dict):
+  """The features extractor; its converted variables are `extractor.variables`."""
+  return fid.InceptionFeatures(convert.params_from_torch(state_dict))
 
 
 @pytest.mark.parametrize("name", list(BLOCKS))
-def test_each_block_matches_pytorch_fid(golden, variables, name):
+def test_each_block_matches_pytorch_fid(extractor, name):
   module, channels = BLOCKS[name]
   rng = np.random.default_rng(zlib.crc32(f"input.{name}".encode()))
   x = rng.standard_normal((1, 3, 3, channels)).astype(np.float32)
-  block_vars = {c: variables[c][name] for c in ("params", "batch_stats")}
+  block_vars = {c: extractor.variables[c][name] for c in ("params", "batch_stats")}
   y = jax.jit(module.apply)(block_vars, x)
-  assert max_rel_diff(y, golden[f"block_{name}"]) < FLOAT32_RTOL
+  assert max_rel_diff(y, GOLDEN[f"block_{name}"]) < FLOAT32_RTOL
 
 
-def test_features_match_get_activations_for_every_dims(golden, extractor):
-  features = extractor.all_blocks(golden["images"])
+def test_features_match_get_activations_for_every_dims(extractor):
+  features = extractor.all_blocks(GOLDEN["images"])
   assert sorted(features) == [64, 192, 768, 2048]
   for dims, value in features.items():
     assert value.shape == (2, dims)
-    assert max_rel_diff(value, golden[f"features_{dims}"]) < FLOAT32_RTOL, dims
-  pool3 = fid.inception_features(golden["images"], extractor=extractor)
+    assert max_rel_diff(value, GOLDEN[f"features_{dims}"]) < FLOAT32_RTOL, dims
+  pool3 = fid.inception_features(GOLDEN["images"], extractor=extractor)
   np.testing.assert_array_equal(pool3, features[2048])
   # The early blocks see the resize and scaling: the two images differ there.
   assert max_rel_diff(features[64][0], features[64][1]) > 0.01
 
 
-def test_small_dims_and_statistics_match(golden, extractor):
-  features = fid.inception_features(golden["images"], extractor=extractor, dims=64)
-  assert max_rel_diff(features, golden["features_64"]) < FLOAT32_RTOL
+def test_small_dims_and_statistics_match(extractor):
+  features = fid.inception_features(GOLDEN["images"], extractor=extractor, dims=64)
+  assert max_rel_diff(features, GOLDEN["features_64"]) < FLOAT32_RTOL
   mu, sigma = fid.activation_statistics(features)
   assert mu.dtype == sigma.dtype == np.float64 and sigma.shape == (64, 64)
-  assert max_rel_diff(mu, golden["mu_64"]) < FLOAT32_RTOL
-  assert max_rel_diff(sigma, golden["sigma_64"]) < 1e-4   # of differences of the two images
+  assert max_rel_diff(mu, GOLDEN["mu_64"]) < FLOAT32_RTOL
+  assert max_rel_diff(sigma, GOLDEN["sigma_64"]) < 1e-4   # of differences of the two images
 
 
 @pytest.mark.parametrize("pair", ["ab", "cd"])
-def test_frechet_distance_matches(golden, pair):
-  a, b = (golden[f"act_{k}"] for k in pair)
+def test_frechet_distance_matches(pair):
+  a, b = (GOLDEN[f"act_{k}"] for k in pair)
   value = fid.fid_from_features(a, b)
-  np.testing.assert_allclose(value, golden[f"fid_{pair}"], rtol=1e-9)
+  np.testing.assert_allclose(value, GOLDEN[f"fid_{pair}"], rtol=1e-9)
 
 
 def test_frechet_distance_analytic():

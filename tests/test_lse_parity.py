@@ -30,20 +30,21 @@ def golden():
 
 
 @pytest.fixture(scope="module")
-def state_dict():
-  return manifest_state_dict("manifest_syncnet_v2.json")
+def weights():
+  """(original state dict, scorer with its converted variables); deterministic values."""
+  state = manifest_state_dict("manifest_syncnet_v2.json")
+  return state, lse.SyncNetV2Scorer(convert.params_from_torch(state))
 
 
 @pytest.fixture(scope="module")
-def scorer(state_dict):
-  return lse.SyncNetV2Scorer(convert.params_from_torch(state_dict))
+def state_dict(weights):
+  return weights[0]
 
 
 @pytest.fixture(scope="module")
-def scores(golden, scorer):
-  """The public entry point on the golden clip (RGB crops, int16 audio)."""
-  frames = upscale_56_to_224(golden["frames56"])
-  lips, audio = scorer.embed(frames, golden["wav_int16"])
+def scores(golden, weights):
+  """Embeddings and offset search on the golden clip (RGB crops, int16 audio)."""
+  lips, audio = weights[1].embed(upscale_56_to_224(golden["frames56"]), golden["wav_int16"])
   return {"lips": lips, "audio": audio, **lse.lse_from_embeddings(lips, audio)}
 
 
@@ -87,10 +88,10 @@ def test_offset_sign_and_zero_padding(shift):
   assert result["mean_dists"].shape == (11,) and result["dists"].shape == (12, 11)
 
 
-def test_lse_scores_end_to_end_and_input_forms(golden, scorer, scores):
+def test_lse_scores_end_to_end_and_input_forms(golden, weights, scores):
   frames = upscale_56_to_224(golden["frames56"])
   wav_float = golden["wav_int16"].astype(np.float32) / 32768.0   # what a WAV reader returns
-  first = lse.lse_scores(frames[:8, ..., ::-1], wav_float[:8 * 640], scorer=scorer,
+  first = lse.lse_scores(frames[:8, ..., ::-1], wav_float[:8 * 640], scorer=weights[1],
                          channel_order="bgr")
   assert first["num_windows"] == 3 and first["dists"].shape == (3, 31)
   # Windows only see their own 5 frames and 20 MFCC frames: at zero shift the first three
@@ -104,7 +105,8 @@ def test_window_count_follows_the_shorter_stream():
   assert lse.num_sync_windows(7, 10 ** 6) == 2
 
 
-def test_clear_errors(scorer):
+def test_clear_errors(weights):
+  scorer = weights[1]
   frames = np.zeros((10, 224, 224, 3), np.uint8)
   with pytest.raises(ValueError, match="224"):
     lse.lse_scores(np.zeros((10, 96, 96, 3), np.uint8), np.zeros(6400), scorer=scorer)
@@ -116,6 +118,10 @@ def test_clear_errors(scorer):
     lse.lse_scores(frames.astype(np.float32) - 1, np.zeros(6400), scorer=scorer)
   with pytest.raises(ValueError, match="mono"):
     lse.lse_scores(frames, np.zeros((6400, 2)), scorer=scorer)
+  with pytest.raises(ValueError, match="converted variables"):
+    lse.SyncNetV2Scorer({"netcnnaud": {}})
+  with pytest.raises(ValueError, match="batch_size"):
+    lse.SyncNetV2Scorer(scorer.variables, batch_size=0)
 
 
 @needs_torch

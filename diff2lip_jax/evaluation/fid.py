@@ -25,7 +25,9 @@ import numpy as np
 import scipy.linalg
 
 from data_pipelines import crops as crops_lib
+from diff2lip_jax.evaluation import batching
 from diff2lip_jax.models.inception_fid import BLOCK_DIMS, INPUT_SIZE, FIDInceptionV3
+from diff2lip_jax.porting.inception_fid import load_inception_variables
 
 DEFAULT_DIMS = 2048
 BATCH_SIZE = 50            # pytorch-fid's default (results do not depend on it)
@@ -55,36 +57,24 @@ def _check_images(images: np.ndarray) -> np.ndarray:
   return images
 
 
-class InceptionFeatures:
-  """The FID Inception with converted weights; features of uint8 images in batches.
-
-  Jitted once per batch shape and last block for the whole process; the last batch is padded
-  (to `batch_size`, or to N when there are fewer images).
-  """
+class InceptionFeatures(batching.BatchedNetwork):
+  """The FID Inception with converted weights; features of uint8 images in batches
+  (jitted once per batch shape and last block for the whole process, see `batching`)."""
 
   def __init__(self, weights: str | os.PathLike | Mapping[str, Any],
                batch_size: int = BATCH_SIZE):
     """weights: `pt_inception-2015-12-05-6726825d.pth` or converted variables."""
-    if isinstance(weights, (str, os.PathLike)):
-      from diff2lip_jax.porting.inception_fid import load_inception_variables
-      weights = load_inception_variables(weights)
-    if batch_size < 1:
-      raise ValueError(f"batch_size must be positive, got {batch_size}")
-    self.variables = jax.tree_util.tree_map(jnp.asarray, dict(weights))
-    self.batch_size = int(batch_size)
+    super().__init__(weights, load_inception_variables, batch_size)
 
   def all_blocks(self, images_uint8: np.ndarray, last_block: int = 3) -> dict[int, np.ndarray]:
     """`{dims: [N, dims] float32}` for the blocks 0..last_block of one forward pass."""
     if last_block not in range(len(BLOCK_DIMS)):
       raise ValueError(f"last_block must be 0..{len(BLOCK_DIMS) - 1}, got {last_block}")
     images = _check_images(images_uint8)
-    size = min(self.batch_size, len(images))
     out: list[list[np.ndarray]] = [[] for _ in range(last_block + 1)]
-    for start in range(0, len(images), size):
-      part = images[start:start + size]
-      batch = np.concatenate([part, np.repeat(part[-1:], size - len(part), 0)])
-      for block, features in enumerate(_features(self.variables, batch, last_block)):
-        out[block].append(np.asarray(features)[:len(part)])
+    for indices, valid in self.batches(len(images)):
+      for block, features in enumerate(_features(self.variables, images[indices], last_block)):
+        out[block].append(np.asarray(features)[:valid])
     return {BLOCK_DIMS[b]: np.concatenate(f).astype(np.float32) for b, f in enumerate(out)}
 
   def __call__(self, images_uint8: np.ndarray, dims: int = DEFAULT_DIMS) -> np.ndarray:

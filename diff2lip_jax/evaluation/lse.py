@@ -29,12 +29,13 @@ import warnings
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.signal
 
 from data_pipelines import mfcc as mfcc_lib
+from diff2lip_jax.evaluation import batching
 from diff2lip_jax.models.syncnet_v2 import CLIP_FRAMES, CROP_SIZE, SyncNetV2
+from diff2lip_jax.porting.syncnet_v2 import load_syncnet_v2_variables
 
 VSHIFT = 15               # run_syncnet / calculate_scores default offset search (+-15 frames)
 BATCH_SIZE = 20           # the original's default (results do not depend on it)
@@ -76,31 +77,18 @@ def _check_crops(face_crops: np.ndarray) -> np.ndarray:
   return crops
 
 
-class SyncNetV2Scorer:
-  """syncnet_python's SyncNet with converted weights; embeds crops and audio in batches.
-
-  The networks are jitted once per batch shape for the whole process (the last batch is
-  padded to `batch_size`, or to the window count of clips shorter than one batch).
-  """
+class SyncNetV2Scorer(batching.BatchedNetwork):
+  """syncnet_python's SyncNet with converted weights; embeds crops and audio in batches
+  (jitted once per batch shape for the whole process, see `batching`)."""
 
   def __init__(self, weights: str | os.PathLike | Mapping[str, Any],
                batch_size: int = BATCH_SIZE):
     """weights: a `syncnet_v2.model` file or converted `{"params", "batch_stats"}`."""
-    if isinstance(weights, (str, os.PathLike)):
-      from diff2lip_jax.porting.syncnet_v2 import load_syncnet_v2_variables
-      weights = load_syncnet_v2_variables(weights)
-    if batch_size < 1:
-      raise ValueError(f"batch_size must be positive, got {batch_size}")
-    self.variables = jax.tree_util.tree_map(jnp.asarray, dict(weights))
-    self.batch_size = int(batch_size)
+    super().__init__(weights, load_syncnet_v2_variables, batch_size)
 
   def _batched(self, fn, make_batch, count: int) -> np.ndarray:
-    size = min(self.batch_size, count)   # short clips: no padding to a full batch
-    out = []
-    for start in range(0, count, size):
-      indices = np.arange(start, min(count, start + size))
-      padded = np.pad(indices, (0, size - len(indices)), mode="edge")
-      out.append(np.asarray(fn(self.variables, make_batch(padded)))[:len(indices)])
+    out = [np.asarray(fn(self.variables, make_batch(indices)))[:valid]
+           for indices, valid in self.batches(count)]
     return np.concatenate(out).astype(np.float32)
 
   def embed(self, face_crops: np.ndarray, wav_16k: np.ndarray,

@@ -10,6 +10,7 @@ layout differs (e.g. a Conv3d run as a Conv2d).
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -105,3 +106,15 @@ def convert_state_dict(state_dict: Mapping[str, Any], layout: Mapping[str, Torch
       node = node.setdefault(key, {})
     node[tensor.path[-1]] = jnp.asarray(value)
   return variables
+
+
+def weights_as_variables(weights: str | os.PathLike | Mapping[str, Any],
+                         load: Callable[[str | os.PathLike], dict]) -> dict:
+  """Flax variables from a user's checkpoint file (read and converted by `load`) or from
+  already converted `{"params": ...}` variables (as device arrays)."""
+  if isinstance(weights, (str, os.PathLike)):
+    weights = load(weights)
+  if not isinstance(weights, Mapping) or "params" not in weights:
+    raise ValueError("weights must be a checkpoint path or converted variables "
+                     f"{{'params': ...}}, got {type(weights).__name__}")
+  return jax.tree_util.tree_map(jnp.asarray, dict(weights))
