@@ -75,6 +75,9 @@ def test_frechet_distance_matches(pair):
   a, b = (GOLDEN[f"act_{k}"] for k in pair)
   value = fid.fid_from_features(a, b)
   np.testing.assert_allclose(value, GOLDEN[f"fid_{pair}"], rtol=1e-9)
+  # The eigendecomposition route gives the same trace (rank-deficient "cd" included).
+  np.testing.assert_allclose(fid.fid_from_features(a, b, method="eigh"), GOLDEN[f"fid_{pair}"],
+                             rtol=1e-7)
 
 
 def test_frechet_distance_analytic():
@@ -86,8 +89,9 @@ def test_frechet_distance_analytic():
                              np.sum((mu1 - mu2) ** 2), rtol=1e-9, atol=1e-9)
   # Diagonal covariances: sum((sqrt(a) - sqrt(b))^2).
   a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 9.0])
-  np.testing.assert_allclose(fid.frechet_distance(np.zeros(3), np.diag(a), np.zeros(3),
-                                                  np.diag(b)), 2.0, rtol=1e-12)
+  for method in ("sqrtm", "eigh"):
+    np.testing.assert_allclose(fid.frechet_distance(np.zeros(3), np.diag(a), np.zeros(3),
+                                                    np.diag(b), method=method), 2.0, rtol=1e-12)
 
 
 def test_singular_product_falls_back_to_eps(monkeypatch):
@@ -112,6 +116,8 @@ def test_invalid_covariances_are_refused():
     fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(3))
   with pytest.raises(ValueError, match="N >= 2"):
     fid.activation_statistics(np.zeros((1, 8)))
+  with pytest.raises(ValueError, match="method"):
+    fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2), method="svd")
 
 
 def test_bad_images_and_dims(extractor):

@@ -4,6 +4,7 @@ Goldens: tests/goldens/lse_golden.npz and manifest_syncnet_v2.json (see the READ
 the original `SyncNetInstance.evaluate` on a 24-frame synthetic clip with deterministic
 weights, embeddings recorded from `forward_lip` / `forward_aud`.
 """
+import collections
 import os
 
 import numpy as np
@@ -127,8 +128,11 @@ def test_clear_errors(weights):
 @needs_torch
 def test_legacy_torch_file_converts(tmp_path, state_dict):
   path = tmp_path / "syncnet_v2.model"
-  torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}, path,
-             _use_new_zipfile_serialization=False)
+  # As `module.state_dict()` makes it: an OrderedDict carrying `_metadata`.
+  tensors = collections.OrderedDict((k, torch.from_numpy(np.asarray(v)))
+                                    for k, v in state_dict.items())
+  tensors._metadata = collections.OrderedDict([("", {"version": 1})])
+  torch.save(tensors, path, _use_new_zipfile_serialization=False)
   with open(path, "rb") as f:
     assert f.read(2) == b"\x80\x02"   # a pickle stream, not a zip archive
   variables = convert.load_syncnet_v2_variables(path)
