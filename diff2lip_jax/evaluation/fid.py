@@ -26,7 +26,7 @@ import scipy.linalg
 
 from data_pipelines import crops as crops_lib
 from diff2lip_jax.evaluation import batching
-from diff2lip_jax.models.inception_fid import BLOCK_DIMS, INPUT_SIZE, FIDInceptionV3
+from diff2lip_jax.models.inception_fid import BLOCK_DIMS, INPUT_SIZE, PRECISION, FIDInceptionV3
 from diff2lip_jax.porting.inception_fid import load_inception_variables
 
 DEFAULT_DIMS = 2048
@@ -42,7 +42,7 @@ def _features(variables: Any, images: jax.Array, last_block: int) -> tuple[jax.A
   rows = jnp.asarray(crops_lib.resize_matrix(height, INPUT_SIZE, "bilinear"), jnp.float32)
   cols = jnp.asarray(crops_lib.resize_matrix(width, INPUT_SIZE, "bilinear"), jnp.float32)
   x = images.astype(jnp.float32) / 255.0
-  x = jnp.einsum("yh,nhwc,xw->nyxc", rows, x, cols)
+  x = jnp.einsum("yh,nhwc,xw->nyxc", rows, x, cols, precision=PRECISION)
   outputs = FIDInceptionV3(last_block=last_block).apply(variables, 2 * x - 1)
   return tuple(jnp.mean(out, axis=(1, 2)) for out in outputs)
 

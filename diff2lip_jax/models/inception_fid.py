@@ -9,7 +9,9 @@ E block (`Mixed_7c`) max-pools instead. Every conv is bias-free, followed by Bat
 `__call__` returns the four pytorch-fid output blocks: 0 after the first max pool
 (64 channels), 1 after the second (192), 2 before the aux classifier (768), 3 the global
 average pool `[N, 1, 1, 2048]` ("pool3"). Module names mirror torchvision's
-(`Mixed_5b/branch1x1/conv/kernel` is `Mixed_5b.branch1x1.conv.weight`).
+(`Mixed_5b/branch1x1/conv/kernel` is `Mixed_5b.branch1x1.conv.weight`). Convolutions use
+full float32 precision (`PRECISION`), so GPUs/TPUs do not drift from the published values
+through TF32/bf16 passes.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 BN_EPS = 1e-3
 INPUT_SIZE = 299
 BLOCK_DIMS = (64, 192, 768, 2048)
+PRECISION = jax.lax.Precision.HIGHEST
 
 
 class BasicConv(nn.Module):
@@ -34,7 +37,8 @@ class BasicConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = nn.Conv(self.features, self.kernel, strides=(self.stride, self.stride),
-                padding=tuple((p, p) for p in self.padding), use_bias=False, name="conv")(x)
+                padding=tuple((p, p) for p in self.padding), use_bias=False,
+                precision=PRECISION, name="conv")(x)
     x = nn.BatchNorm(use_running_average=True, epsilon=BN_EPS, name="bn")(x)
     return nn.relu(x)
 

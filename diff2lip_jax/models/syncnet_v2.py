@@ -13,6 +13,8 @@ Module names mirror the torch module path (`netcnnaud/0` is `netcnnaud.0`, the C
 `netcnnaud/1` its BatchNorm), so `porting.syncnet_v2` converts by name. BatchNorm always uses
 the running statistics (the original is only ever used in eval mode); eps 1e-5.
 Embeddings are NOT normalised (syncnet_python compares raw 1024-d vectors).
+Convolutions and dense layers use full float32 precision (`PRECISION`): GPUs and TPUs would
+otherwise use TF32/bf16 passes and the scores would drift from the published procedure's.
 """
 from __future__ import annotations
 
@@ -65,6 +67,7 @@ CROP_SIZE = 224
 LIP_CLIP_SHAPE = (CLIP_FRAMES, CROP_SIZE, CROP_SIZE, 3)
 EMBEDDING_DIM = 1024
 BN_EPS = 1e-5
+PRECISION = jax.lax.Precision.HIGHEST
 
 
 class ConvStack(nn.Module):
@@ -76,7 +79,7 @@ class ConvStack(nn.Module):
     for layer in self.layers:
       pad = tuple((p, p) for p in layer.padding)
       x = nn.Conv(layer.features, layer.kernel, strides=layer.stride, padding=pad,
-                  name=str(layer.index))(x)
+                  precision=PRECISION, name=str(layer.index))(x)
       x = nn.BatchNorm(use_running_average=True, epsilon=BN_EPS, name=str(layer.index + 1))(x)
       x = nn.relu(x)
       if layer.pool is not None:
@@ -91,9 +94,9 @@ class Head(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = nn.Dense(512, name="0")(x)
+    x = nn.Dense(512, precision=PRECISION, name="0")(x)
     x = nn.relu(nn.BatchNorm(use_running_average=True, epsilon=BN_EPS, name="1")(x))
-    return nn.Dense(self.features, name="3")(x)
+    return nn.Dense(self.features, precision=PRECISION, name="3")(x)
 
 
 def _check(x: jax.Array, expected: tuple[int, ...], what: str) -> None:
