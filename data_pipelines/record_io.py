@@ -254,7 +254,8 @@ class ConcatSource:
 
 
 def _is_shard_path(path: str) -> bool:
-  return path.endswith(tuple(FORMATS.values())) and not os.path.basename(path).startswith(TMP_PREFIX)
+  return (path.endswith(tuple(FORMATS.values()))
+          and not os.path.basename(path).startswith(TMP_PREFIX))
 
 
 def manifest_shards(directory: str | os.PathLike) -> list[str] | None:

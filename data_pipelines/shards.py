@@ -47,9 +47,9 @@ import numpy as np
 import simplejpeg
 
 # Finding and opening shard files is the readers' job (record_io); these names stay usable here.
-from data_pipelines.record_io import (FORMATS, MANIFEST_FILE, TMP_PREFIX,  # pylint: disable=unused-import
-                                      CorruptRecordError, TFRecordWriter, find_shard_files,
-                                      open_data_source)
+# pylint: disable-next=unused-import
+from data_pipelines.record_io import (FORMATS, MANIFEST_FILE, TMP_PREFIX, CorruptRecordError,
+                                      TFRecordWriter, find_shard_files, open_data_source)
 
 NUM_MELS = 80
 JPEG_QUALITY = 95
