@@ -37,8 +37,6 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import shutil
-import time
 from collections.abc import Sequence
 
 import grain
@@ -48,6 +46,7 @@ import numpy as np
 from data_pipelines import input_pipeline, shards
 from data_pipelines.audio import MEL_WINDOW_STEPS, mel_start_row
 from data_pipelines.input_pipeline import TrainIterator
+from diff2lip_jax.training import data as training_data
 
 SYNC_WINDOW = 5
 BATCH_KEYS = ("frames", "mel", "label", "clip_index", "frame_index", "mel_frame_index",
@@ -235,50 +234,27 @@ def create_iterator(config: ml_collections.ConfigDict | None,
                                       shard_count=shard_count))
 
 
-def write_synthetic_shards(config: ml_collections.ConfigDict,
-                           workdir: str | os.PathLike) -> pathlib.Path:
-  """Writes ``config.synthetic_clips`` generated clips to ``workdir/synthetic_shards`` once.
-
-  Uses ``synthetic_{clips,seed,min_frames,max_frames}`` and ``image_size``. The directory is
-  written under a temporary name and renamed, so an existing one is complete and is reused.
-  With several hosts, host 0 writes (``workdir`` must be shared) and the others wait.
-  """
-  import jax  # pylint: disable=import-outside-toplevel
-  from data_pipelines import synthetic  # pylint: disable=import-outside-toplevel
-  out = pathlib.Path(workdir) / "synthetic_shards"
-  if jax.process_index() == 0 and not out.is_dir():
-    started = time.perf_counter()
-    tmp = out.with_name(f"{shards.TMP_PREFIX}synthetic_shards-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    clips = synthetic.generate_dataset(
-        config.synthetic_clips, seed=config.synthetic_seed,
-        min_frames=config.synthetic_min_frames, max_frames=config.synthetic_max_frames,
-        image_size=config.image_size)
-    shards.write_shards(clips, tmp, num_shards=max(1, min(4, config.synthetic_clips)))
-    os.replace(tmp, out)
-    logging.info("wrote %d synthetic clips to %s in %.1f s", config.synthetic_clips, out,
-                 time.perf_counter() - started)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    multihost_utils.sync_global_devices("syncnet synthetic shards")
-  return out
-
-
 def training_sources(config: ml_collections.ConfigDict, workdir: str | os.PathLike, seed: int):
   """``((train_shards, train_records), (eval_shards, eval_records))`` for the trainer.
 
-  ``config`` is the trainer's ``config.data``: ``shards`` (None or ``synthetic=True``: generated
-  clips, see :func:`write_synthetic_shards`), ``eval_shards`` (None: hold ``num_eval_clips``
-  of the training clips out, :func:`split_records` with ``seed``). Records None mean all.
+  ``config`` is the trainer's ``config.data``: ``shards`` (None or ``synthetic=True``: the
+  ``synthetic_{clips,seed,min_frames,max_frames}`` clips written once to
+  ``workdir/synthetic_shards``), ``eval_shards`` (None: hold ``num_eval_clips`` of the training
+  clips out, :func:`split_records` with ``seed``). Records None mean all.
   """
   if config.synthetic and config.shards:
     raise ValueError("set either data.shards or data.synthetic=True, not both")
+  train = config.shards
   if config.synthetic or not config.shards:
     if not config.synthetic:
       logging.warning("no data.shards given: training on synthetic clips")
-    train = str(write_synthetic_shards(config, workdir))
-  else:
-    train = config.shards
+    # One shard per clip up to 4 (not the writer's default), so the clips, their order and the
+    # results of earlier runs stay the same.
+    train = training_data.synthetic_shards_once(
+        pathlib.Path(workdir) / "synthetic_shards", num_clips=config.synthetic_clips,
+        seed=config.synthetic_seed, min_frames=config.synthetic_min_frames,
+        max_frames=config.synthetic_max_frames, image_size=config.image_size,
+        num_shards=max(1, min(4, config.synthetic_clips)))
   if config.eval_shards:
     return (train, None), (config.eval_shards, None)
   count = len(shards.open_data_source(shards.find_shard_files(train), verify_checksums=False))
