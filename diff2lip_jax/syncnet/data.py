@@ -28,9 +28,9 @@ Frames stay uint8 until they reach the device (a quarter of the bytes); resizing
 the lower-half crop happen there, with the same ``syncnet_face_input`` the Diff2Lip sync loss
 uses, so the expert sees identical preprocessing in both trainings.
 
-Determinism, checkpointable state (``input_pipeline.TrainIterator``), host sharding
-(``records[shard_index::shard_count]``) and corrupt-record skipping work as in
-``data_pipelines.input_pipeline``, whose pieces this module reuses.
+The Grain chain around the sampler (determinism, checkpointable ``TrainIterator`` state, host
+sharding ``records[shard_index::shard_count]``, corrupt-record skipping) is
+``data_pipelines.grain_chain``'s, shared with the Diff2Lip pipeline.
 """
 from __future__ import annotations
 
@@ -43,9 +43,9 @@ import grain
 import ml_collections
 import numpy as np
 
-from data_pipelines import input_pipeline, shards
+from data_pipelines import grain_chain, shards
 from data_pipelines.audio import MEL_WINDOW_STEPS, mel_start_row
-from data_pipelines.input_pipeline import TrainIterator
+from data_pipelines.grain_chain import SkippingRecordSampler, TrainIterator, UnusableClipError
 from diff2lip_jax.training import data as training_data
 
 SYNC_WINDOW = 5
@@ -98,12 +98,7 @@ def partner_counts(num_starts: int, min_shift: int) -> np.ndarray:
   return before + after
 
 
-# Raised for a clip without two valid windows ``min_shift`` frames apart; the base sampler
-# then draws another record.
-UnusableClipError = input_pipeline.UnusableClipError
-
-
-class SyncPairSampler(input_pipeline.SkippingRecordSampler):
+class SyncPairSampler(SkippingRecordSampler):
   """``(record_index, rng) -> example``: reads a clip and draws one in-sync or off-sync pair."""
 
   def __init__(self, source, local_records: np.ndarray, image_size: int, min_shift: int,
@@ -124,7 +119,7 @@ class SyncPairSampler(input_pipeline.SkippingRecordSampler):
     count = num_sync_starts(clip.num_frames, clip.mel.shape[0], clip.fps)
     partners = partner_counts(count, self.min_shift)
     usable = np.flatnonzero(partners)
-    if usable.size == 0:
+    if usable.size == 0:  # the base sampler then draws another record
       raise UnusableClipError(
           f"clip {clip.clip_id!r} ({clip.num_frames} frames, {clip.mel.shape[0]} mel rows) has "
           f"no two {SYNC_WINDOW}-frame windows with audio {self.min_shift} frames apart")
@@ -172,43 +167,14 @@ def create_dataset(config: ml_collections.ConfigDict | None,
                    shard_count: int | None = None) -> grain.IterDataset:
   """Grain ``IterDataset`` of SyncNet batches (see :func:`create_iterator`)."""
   config = config if config is not None else get_config()
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-  files = shards.find_shard_files(shards_or_dir)
-  source = shards.open_data_source(files, verify_checksums=config.verify_checksums)
-  records = np.arange(len(source)) if records is None else np.asarray(records, np.int64)
-  if records.size and (records.min() < 0 or records.max() >= len(source)):
-    raise ValueError(f"record indices must be in [0, {len(source)}) for {files[0]} ...")
-  # pylint: disable-next=protected-access
-  shard_index, shard_count = input_pipeline._host_shard(shard_index, shard_count)
-  local_records = records[shard_index::shard_count]
-  if local_records.size == 0:
-    raise ValueError(f"host shard {shard_index}/{shard_count} gets no records: only "
-                     f"{records.size} records selected from {len(files)} files")
-  truth_shapes = input_pipeline._ground_truth_shapes(source)  # pylint: disable=protected-access
-  clashes = set(truth_shapes) & set(BATCH_KEYS)
-  if clashes:
-    raise ValueError(f"ground-truth arrays {sorted(clashes)} in {files[0]} clash with batch keys; "
-                     "rename them when writing the shards")
-  sampler = SyncPairSampler(source, local_records, config.image_size, config.min_shift,
+  host = grain_chain.open_host_records(shards_or_dir, verify_checksums=config.verify_checksums,
+                                       batch_keys=BATCH_KEYS, records=records,
+                                       shard_index=shard_index, shard_count=shard_count)
+  sampler = SyncPairSampler(host.source, host.local_records, config.image_size, config.min_shift,
                             config.in_sync_probability, config.max_skips_per_example,
-                            truth_shapes)
-  dataset = grain.MapDataset.range(len(local_records)).repeat(config.num_epochs)
-  dataset = dataset.map_with_index(
-      input_pipeline.EpochOrder(local_records, seed, config.shuffle))
-  dataset = dataset.random_map(sampler, seed=(seed + 1) % 2**32)
-  read_options = grain.ReadOptions(num_threads=config.read_threads,
-                                   prefetch_buffer_size=config.prefetch_buffer_size)
-  batches = dataset.to_iter_dataset(read_options).batch(batch_size,
-                                                        drop_remainder=config.drop_remainder)
-  if config.worker_count > 0:
-    input_pipeline._use_default_absl_flags()  # pylint: disable=protected-access
-    batches = batches.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=config.worker_count, per_worker_buffer_size=config.worker_buffer_size))
-  if config.host_prefetch > 0:
-    batches = grain.experimental.ThreadPrefetchIterDataset(
-        batches, prefetch_buffer_size=config.host_prefetch)
-  return batches
+                            host.ground_truth_shapes)
+  return grain_chain.build_batches(sampler, host.local_records, config, seed=seed,
+                                   batch_size=batch_size)
 
 
 def create_iterator(config: ml_collections.ConfigDict | None,
@@ -226,7 +192,7 @@ def create_iterator(config: ml_collections.ConfigDict | None,
       None: all. Hosts split these as ``records[shard_index::shard_count]``.
     shard_index, shard_count: this host's slice (default: JAX process index/count).
   Returns:
-    a checkpointable ``input_pipeline.TrainIterator`` yielding the batch dict of the module
+    a checkpointable ``grain_chain.TrainIterator`` yielding the batch dict of the module
     docstring (``get_state`` / ``set_state``, Grain's Orbax handler).
   """
   return TrainIterator(create_dataset(config, shards_or_dir, seed=seed, batch_size=batch_size,

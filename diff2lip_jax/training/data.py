@@ -10,7 +10,7 @@ import os
 import jax
 import ml_collections
 
-from data_pipelines import input_pipeline, synthetic
+from data_pipelines import grain_chain, input_pipeline, synthetic
 
 # Held-out synthetic clips use seeds far from the training ones, so no identity repeats.
 EVAL_SEED_OFFSET = 1_000_003
@@ -66,7 +66,7 @@ def per_host_batch_size(global_batch: int, name: str = "train.batch_size") -> in
 
 
 def train_iterator(config: ml_collections.ConfigDict, train_shards: str,
-                   seed_offset: int = 0) -> input_pipeline.TrainIterator:
+                   seed_offset: int = 0) -> grain_chain.TrainIterator:
   pipeline = config.data.pipeline.copy_and_resolve_references()
   pipeline.num_frames = int(config.model.nframes)
   return input_pipeline.create_train_iterator(
