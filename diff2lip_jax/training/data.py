@@ -1,7 +1,8 @@
 """Training data for a run: the configured shards, or the synthetic dataset made in the workdir.
 
-Both trainers (Diff2Lip here, the SyncNet expert in ``syncnet/data.py``) resolve their data with
-:func:`synthetic_shards_once` and size their per-host batches with :func:`per_host_batch_size`.
+Both trainers (Diff2Lip here, the SyncNet expert in ``syncnet/data.py``) make their synthetic
+data with :func:`synthetic_shards_once`; :func:`per_host_batch_size` splits a global batch over
+the hosts (with a message naming the config field when it cannot).
 """
 from __future__ import annotations
 
