@@ -18,9 +18,17 @@ file at the last good record; the problem is logged and kept in ``index_problems
 :class:`ArrayRecordSource` wraps Grain's ``ArrayRecordDataSource`` so that riegeli's hash
 mismatches also surface as :class:`CorruptRecordError`; :class:`ConcatSource` numbers several
 sources one after the other. All sources have ``len``, ``[i] -> bytes`` and ``describe(i)``.
+
+Which files make a dataset (:func:`find_shard_files`): in a directory with a ``manifest.json``
+(written by ``data_pipelines.prepare`` and the synthetic-shard writer), exactly the shards it
+lists; elsewhere every ``*.tfrecord`` / ``*.array_record`` that is not a ``.tmp-`` file. A shard
+renamed into place just before a crash, but never entered in the manifest, is ignored (with a
+warning) instead of being read next to the copy of its clips that a resumed run wrote again.
 """
 from __future__ import annotations
 
+import glob
+import json
 import logging
 import os
 import struct
@@ -33,6 +41,9 @@ import numpy as np
 _HEADER = struct.Struct("<QI")
 _FOOTER = struct.Struct("<I")
 _MASK_DELTA = 0xA282EAD8
+FORMATS = {"tfrecord": ".tfrecord", "arrayrecord": ".array_record"}
+TMP_PREFIX = ".tmp-"  # unfinished files: written under this prefix, renamed when complete
+MANIFEST_FILE = "manifest.json"  # {"shards": {file name: [clip ids]}, ...}: the finished shards
 
 
 class CorruptRecordError(ValueError):
@@ -240,3 +251,83 @@ class ConcatSource:
   def describe(self, record_key: int) -> str:
     source, local = self._locate(record_key)
     return source.describe(local)
+
+
+def _is_shard_path(path: str) -> bool:
+  return (path.endswith(tuple(FORMATS.values()))
+          and not os.path.basename(path).startswith(TMP_PREFIX))
+
+
+def manifest_shards(directory: str | os.PathLike) -> list[str] | None:
+  """The shard paths ``directory/manifest.json`` lists (sorted by name); None without a manifest.
+
+  Raises ``ValueError`` for an unreadable manifest and ``FileNotFoundError`` when a listed shard
+  is missing.
+  """
+  path = os.path.join(os.fspath(directory), MANIFEST_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, encoding="utf-8") as f:
+      names = sorted(json.load(f)["shards"])
+  except (OSError, ValueError, KeyError, TypeError) as error:
+    raise ValueError(f"{path} is not a shard manifest ({type(error).__name__}: {error}); restore "
+                     "it, or delete it to read every shard file in the directory") from error
+  files = [os.path.join(os.fspath(directory), name) for name in names]
+  missing = [name for name, file in zip(names, files) if not os.path.isfile(file)]
+  if missing:
+    raise FileNotFoundError(
+        f"{len(missing)} shard(s) listed in {path} are missing (first: {missing[0]}); restore "
+        "them, or re-run `python -m data_pipelines.prepare` with the same --out_dir, which "
+        "writes their clips again")
+  return files
+
+
+def _directory_shards(directory: str) -> list[str]:
+  on_disk = sorted(p for p in (os.path.join(directory, n) for n in os.listdir(directory))
+                   if _is_shard_path(p))
+  listed = manifest_shards(directory)
+  if listed is None:
+    return on_disk
+  orphans = sorted(set(on_disk) - set(listed))
+  if orphans:
+    logging.warning("ignoring %d shard file(s) in %s that %s does not list (left by an "
+                    "interrupted run; their clips are in listed shards or not finished): %s",
+                    len(orphans), directory, MANIFEST_FILE,
+                    ", ".join(os.path.basename(p) for p in orphans[:5]))
+  return listed
+
+
+def find_shard_files(shards: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+  """Shard files from a directory, a glob pattern, a file, or a list of those (no temp files).
+
+  A directory gives the shards its manifest lists (:func:`manifest_shards`), else every shard file
+  in it, sorted by name; a glob gives its sorted matches.
+  """
+  items = [shards] if isinstance(shards, (str, os.PathLike)) else list(shards)
+  found: list[str] = []
+  for item in items:
+    item = os.fspath(item)
+    if os.path.isdir(item):
+      found.extend(_directory_shards(item))
+    else:
+      candidates = glob.glob(item) if any(c in item for c in "*?[") else [item]
+      found.extend(sorted(p for p in candidates if _is_shard_path(p)))
+  if not found:
+    raise FileNotFoundError(f"no shard files (*.tfrecord, *.array_record) in {shards!r}; "
+                            "create them with `python -m data_pipelines.prepare`")
+  return found
+
+
+def open_data_source(shard_files: Sequence[str], verify_checksums: bool = True) -> ConcatSource:
+  """Random-access source (``len``, ``[i] -> bytes``) over TFRecord and/or ArrayRecord shards."""
+  tfrecords = [p for p in shard_files if p.endswith(FORMATS["tfrecord"])]
+  array_records = [p for p in shard_files if p.endswith(FORMATS["arrayrecord"])]
+  sources = []
+  if tfrecords:
+    sources.append(TFRecordDataSource(tfrecords, verify_checksums=verify_checksums))
+  if array_records:
+    sources.append(ArrayRecordSource(array_records))
+  if not sources:
+    raise ValueError(f"no .tfrecord or .array_record files among {list(shard_files)[:5]}")
+  return ConcatSource(sources)

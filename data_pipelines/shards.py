@@ -31,14 +31,14 @@ standard JPEG; TFDS's own NumPy decoding uses OpenCV or Pillow.
 
 Files: ``<prefix>-<i:05d>-of-<n:05d>.tfrecord`` (TFRecord framing, see ``record_io.py``) or
 ``.array_record`` (ArrayRecord, one record per chunk for random access, same Example bytes);
-readers live in ``record_io.py``.
+readers, and :func:`find_shard_files` (which honours a directory's ``manifest.json``) live in
+``record_io.py``.
 Every shard is written under a temporary name (``.tmp-`` prefix) and renamed when complete, so a
 file with a final name is always whole.
 """
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -46,15 +46,15 @@ from typing import Any
 import numpy as np
 import simplejpeg
 
-from data_pipelines.record_io import (ArrayRecordSource, ConcatSource, CorruptRecordError,
-                                      TFRecordDataSource, TFRecordWriter)
+# Finding and opening shard files is the readers' job (record_io); these names stay usable here.
+# pylint: disable-next=unused-import
+from data_pipelines.record_io import (FORMATS, MANIFEST_FILE, TMP_PREFIX, CorruptRecordError,
+                                      TFRecordWriter, find_shard_files, open_data_source)
 
-FORMATS = {"tfrecord": ".tfrecord", "arrayrecord": ".array_record"}
 NUM_MELS = 80
 JPEG_QUALITY = 95
 FEATURES_FILE = "features.json"
 GROUND_TRUTH_PREFIX = "ground_truth/"
-TMP_PREFIX = ".tmp-"
 _ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"  # JPEG is already compressed; 1 = random access
 
 
@@ -350,38 +350,3 @@ def clip_record_from_mapping(clip: Any, position: int = 0) -> ClipRecord:
   truth = clip.get("gt") if truth is None else truth
   return make_clip_record(clip_id, clip["frames"], mel, clip.get("fps", 25.0),
                           boxes=clip.get("boxes"), source=source, ground_truth=truth)
-
-
-def find_shard_files(shards: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-  """Shard files from a directory, a glob pattern, a file, or a list of those (sorted, no temps)."""
-  items = [shards] if isinstance(shards, (str, os.PathLike)) else list(shards)
-  found: list[str] = []
-  for item in items:
-    item = os.fspath(item)
-    if os.path.isdir(item):
-      candidates = [os.path.join(item, n) for n in os.listdir(item)]
-    elif any(c in item for c in "*?["):
-      candidates = glob.glob(item)
-    else:
-      candidates = [item]
-    found.extend(sorted(
-        p for p in candidates
-        if p.endswith(tuple(FORMATS.values())) and not os.path.basename(p).startswith(TMP_PREFIX)))
-  if not found:
-    raise FileNotFoundError(f"no shard files (*.tfrecord, *.array_record) in {shards!r}; "
-                            "create them with `python -m data_pipelines.prepare`")
-  return found
-
-
-def open_data_source(shard_files: Sequence[str], verify_checksums: bool = True) -> ConcatSource:
-  """Random-access source (``len``, ``[i] -> bytes``) over TFRecord and/or ArrayRecord shards."""
-  tfrecords = [p for p in shard_files if p.endswith(FORMATS["tfrecord"])]
-  array_records = [p for p in shard_files if p.endswith(FORMATS["arrayrecord"])]
-  sources = []
-  if tfrecords:
-    sources.append(TFRecordDataSource(tfrecords, verify_checksums=verify_checksums))
-  if array_records:
-    sources.append(ArrayRecordSource(array_records))
-  if not sources:
-    raise ValueError(f"no .tfrecord or .array_record files among {list(shard_files)[:5]}")
-  return ConcatSource(sources)

@@ -18,17 +18,19 @@ import argparse
 import concurrent.futures
 import dataclasses
 import json
+import logging
 import multiprocessing
 import os
 import pathlib
+import shutil
 import sys
 import time
 from typing import Iterator, Sequence
 
 import numpy as np
-import scipy.signal
 
 from data_pipelines import audio as audio_lib
+from data_pipelines import shards
 from data_pipelines import synthetic_render as render
 
 FPS = 25.0
@@ -36,10 +38,6 @@ SAMPLE_RATE = audio_lib.SAMPLE_RATE
 OPENING_FLOOR_DB = -50.0
 OPENING_CEIL_DB = -18.0
 OPENING_WINDOW_SECONDS = 0.08
-_VOWELS = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240],
-                    [530, 1840, 2480], [570, 840, 2410], [660, 1720, 2410]], np.float64)
-_FORMANT_BANDWIDTHS = np.array([90.0, 110.0, 170.0])
-_PEAK_SYLLABLE_RMS = 0.1  # loudest syllable at -20 dBFS
 
 
 def mouth_opening_from_audio(wav: np.ndarray, num_frames: int, fps: float = FPS,
@@ -94,51 +92,6 @@ def measure_mouth_opening(frames: np.ndarray) -> np.ndarray:
   # The middle of the mouth is its tallest part; averaging the 3 tallest columns resists noise.
   tallest = np.sort(column_heights, axis=1)[:, -3:].mean(axis=1)
   return (tallest / height).astype(np.float32)
-
-
-def _resonate(signal: np.ndarray, frequency: float, bandwidth: float, sr: int) -> np.ndarray:
-  radius = np.exp(-np.pi * bandwidth / sr)
-  angle = 2 * np.pi * frequency / sr
-  gain = (1 - radius) * np.sqrt(1 - 2 * radius * np.cos(2 * angle) + radius ** 2)
-  return scipy.signal.lfilter([gain], [1, -2 * radius * np.cos(angle), radius ** 2], signal)
-
-
-def synthesize_speech(rng: np.random.Generator, num_samples: int, sample_rate: int = SAMPLE_RATE,
-                      f0: float = 140.0, tract_scale: float = 1.0) -> np.ndarray:
-  """Speech-like audio: [num_samples] float32, syllables separated by gaps and pauses."""
-  wav = np.zeros(num_samples)
-  cursor = int(rng.uniform(0.03, 0.25) * sample_rate)
-  attack, release = int(0.025 * sample_rate), int(0.045 * sample_rate)
-  while cursor < num_samples:
-    if rng.random() < 0.5:  # fricative onset: high-passed noise burst
-      burst = int(rng.uniform(0.02, 0.06) * sample_rate)
-      noise = np.diff(rng.standard_normal(burst + 1)) * rng.uniform(0.05, 0.2)
-      end = min(cursor + burst, num_samples)
-      wav[cursor:end] += (noise * np.hanning(burst))[:end - cursor]
-      cursor = end
-    length = int(rng.uniform(0.12, 0.32) * sample_rate)
-    t = np.arange(length) / sample_rate
-    pitch = f0 * (1 + 0.08 * np.sin(2 * np.pi * rng.uniform(1, 4) * t + rng.uniform(0, 6))
-                  - 0.1 * t)
-    phase = np.cumsum(pitch) / sample_rate
-    source = 2 * (phase % 1.0) - 1 + 0.02 * rng.standard_normal(length)
-    vowel = _VOWELS[rng.integers(len(_VOWELS))] * tract_scale
-    voiced = source
-    for frequency, bandwidth in zip(vowel, _FORMANT_BANDWIDTHS):
-      voiced = _resonate(voiced, frequency, bandwidth, sample_rate)
-    envelope = np.ones(length)
-    envelope[:attack] = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, attack))
-    envelope[-release:] = 0.5 + 0.5 * np.cos(np.linspace(0, np.pi, release))
-    envelope *= 1 + 0.15 * np.sin(2 * np.pi * rng.uniform(3, 7) * t)
-    voiced *= envelope * rng.uniform(0.25, 1.0) / (np.sqrt(np.mean(voiced ** 2)) + 1e-12)
-    end = min(cursor + length, num_samples)
-    wav[cursor:end] += voiced[:end - cursor]
-    gap = rng.uniform(0.25, 0.6) if rng.random() < 0.15 else rng.uniform(0.03, 0.15)
-    cursor = end + int(gap * sample_rate)
-  # Scale so a full-amplitude syllable sits at -20 dBFS, whatever the random draws were.
-  wav *= _PEAK_SYLLABLE_RMS
-  wav += 3e-4 * rng.standard_normal(num_samples)  # room noise floor, about -70 dBFS
-  return np.clip(wav, -1.0, 1.0).astype(np.float32)
 
 
 @dataclasses.dataclass
@@ -222,8 +175,8 @@ def generate_clip(seed: int, num_frames: int | None = None, image_size: int = 12
     raise ValueError(f"need num_frames >= 1 and image_size >= 32, got {num_frames}, {image_size}")
   num_samples = int(round(num_frames * sample_rate / fps))
   if wav is None:
-    wav = synthesize_speech(speech_rng, num_samples, sample_rate, f0=face.f0,
-                            tract_scale=face.tract_scale)
+    wav = render.synthesize_speech(speech_rng, num_samples, sample_rate, f0=face.f0,
+                                   tract_scale=face.tract_scale)
   else:
     wav = np.pad(wav[:num_samples], (0, max(0, num_samples - wav.size)))
   opening = mouth_opening_from_audio(wav, num_frames, fps, sample_rate)
@@ -263,6 +216,79 @@ def generate_dataset(num_clips: int, seed: int = 0, min_frames: int = 50, max_fr
     yield generate_clip(clip_seed(seed, index), clip_length(seed, index, min_frames, max_frames),
                         **clip_kwargs)
 
+
+LEGACY_DONE_FILE = "DONE.json"  # marked finished synthetic directories before they had a manifest
+
+
+def _finished_synthetic_dir(out: pathlib.Path, settings: dict) -> bool:
+  """Whether ``out`` is a finished dataset of ``settings`` (False: absent, or a partial one)."""
+  if not out.exists():
+    return False
+  if (out / shards.MANIFEST_FILE).is_file():
+    found = json.loads((out / shards.MANIFEST_FILE).read_text(encoding="utf-8")).get("settings")
+    if found != settings:
+      raise ValueError(f"{out} holds synthetic clips made with {found}, not {settings}; use "
+                       "another output directory (workdir) or the same data settings")
+    return True
+  if (out / LEGACY_DONE_FILE).is_file():
+    return True
+  ours = (shards.FEATURES_FILE, shards.TMP_PREFIX, *shards.FORMATS.values())
+  unknown = [p.name for p in out.iterdir()
+             if not (p.name.startswith(ours) or p.name.endswith(ours))]
+  if unknown:
+    raise ValueError(f"{out} exists but is not a synthetic shard directory (it holds "
+                     f"{sorted(unknown)[:3]}); move it away or choose another output directory")
+  logging.warning("%s has no %s (an interrupted run, or one from before manifests): writing it "
+                  "again", out, shards.MANIFEST_FILE)
+  return False
+
+
+def write_synthetic_shards(out_dir: str | os.PathLike, num_clips: int, seed: int,
+                           min_frames: int, max_frames: int, image_size: int,
+                           num_shards: int | None = None) -> pathlib.Path:
+  """Writes :func:`generate_dataset` clips as training shards to ``out_dir`` once; returns it.
+
+  Built under a temporary name beside ``out_dir`` and renamed into place with a ``manifest.json``
+  (``prepare``'s format: settings, each shard's clip ids), so an existing ``out_dir`` is complete
+  and is reused (other settings: ``ValueError``); an older run's directory is reused with its
+  ``DONE.json``, else written again. Clip ``i`` goes to shard ``i % num_shards`` (default: one
+  shard per 16 clips, 1 to 8); the bytes depend only on the arguments.
+  """
+  out = pathlib.Path(out_dir)
+  num_shards = max(1, min(8, num_clips // 16)) if num_shards is None else int(num_shards)
+  settings = {"synthetic_clips": int(num_clips), "seed": int(seed), "min_frames": int(min_frames),
+              "max_frames": int(max_frames), "image_size": int(image_size),
+              "num_shards": num_shards}
+  if _finished_synthetic_dir(out, settings):
+    return out
+  started = time.perf_counter()
+  out.parent.mkdir(parents=True, exist_ok=True)
+  tmp = out.with_name(f"{shards.TMP_PREFIX}{out.name}-{os.getpid()}")
+  clip_ids: list[str] = []
+
+  def records() -> Iterator[shards.ClipRecord]:
+    clips = generate_dataset(num_clips, seed, min_frames, max_frames, image_size=image_size)
+    for position, clip in enumerate(clips):
+      record = shards.clip_record_from_mapping(clip, position)  # what write_shards would make
+      clip_ids.append(record.clip_id)
+      yield record
+
+  try:
+    shutil.rmtree(tmp, ignore_errors=True)
+    paths = shards.write_shards(records(), tmp, num_shards=num_shards)
+    listing = {os.path.basename(p): clip_ids[i::num_shards] for i, p in enumerate(paths)}
+    (tmp / shards.MANIFEST_FILE).write_text(json.dumps(
+        {"version": 1, "settings": settings, "runs": 1, "shards": listing, "failed": {}}, indent=1))
+    if out.exists():  # a partial directory of an interrupted run: move it aside, then drop it
+      stale = out.with_name(f"{shards.TMP_PREFIX}{out.name}-stale-{os.getpid()}")
+      os.replace(out, stale)
+      shutil.rmtree(stale)
+    os.replace(tmp, out)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  logging.info("wrote %d synthetic clips to %s in %.1f s", num_clips, out,
+               time.perf_counter() - started)
+  return out
 
 def _atomic_save(path: pathlib.Path, write) -> None:
   temp = path.with_name(f".{path.name}.{os.getpid()}.partial{path.suffix}")
@@ -336,12 +362,6 @@ def write_dataset(out_dir: str | os.PathLike, num_clips: int, seed: int = 0, min
   manifest = out / "manifest.jsonl"
   _atomic_save(manifest, lambda p: p.write_text("".join(json.dumps(e) + "\n" for e in entries)))
   return manifest
-
-
-def write_mp4_dataset(out_dir: str | os.PathLike, num_clips: int, seed: int = 0,
-                      **kwargs) -> pathlib.Path:
-  """:func:`write_dataset` with mp4 + wav + ground-truth files."""
-  return write_dataset(out_dir, num_clips, seed, file_format="mp4", **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

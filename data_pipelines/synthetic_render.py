@@ -1,10 +1,12 @@
-"""Drawing of the synthetic faces used by :mod:`data_pipelines.synthetic`.
+"""Drawing and voice of the synthetic people used by :mod:`data_pipelines.synthetic`.
 
 Geometry lives in crop-normalised coordinates (u right, v down, the 128x128 crop is [0, 1]^2).
 Face parts are placed in head-local coordinates that follow a per-frame translation and scale
 (small head motion). Shapes are anti-aliased super-ellipses painted over all frames at once
 ([T, rows, cols] numpy broadcasting, restricted to each shape's bounding box), which keeps a
-75-frame 128x128 clip at a few tens of milliseconds.
+75-frame 128x128 clip at a few tens of milliseconds. The voice (:func:`synthesize_speech`) is a
+sawtooth glottal source through three formant resonators, at the identity's pitch and vocal-tract
+scale.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import dataclasses
 from typing import Callable
 
 import numpy as np
+import scipy.signal
 
 _SKIN_TONES = np.array([[255, 224, 196], [241, 194, 160], [224, 172, 135], [198, 140, 100],
                         [170, 115, 80], [141, 90, 60], [110, 70, 45], [80, 52, 35]], np.float32)
@@ -20,6 +23,10 @@ _HAIR_COLORS = np.array([[20, 16, 14], [60, 40, 25], [110, 75, 40], [200, 160, 9
 _IRIS_COLORS = np.array([[70, 45, 25], [40, 90, 150], [60, 110, 60], [30, 25, 20]], np.float32)
 HAIR_STYLES = ("short", "long", "afro", "bald")
 MOUTH_Y = 0.2  # local offset of the mouth line below the head centre (mean; varies per face)
+_VOWELS = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240],
+                    [530, 1840, 2480], [570, 840, 2410], [660, 1720, 2410]], np.float64)
+_FORMANT_BANDWIDTHS = np.array([90.0, 110.0, 170.0])
+_PEAK_SYLLABLE_RMS = 0.1  # loudest syllable at -20 dBFS
 
 
 @dataclasses.dataclass
@@ -297,3 +304,48 @@ def boxes(face: FaceIdentity, motion: Motion, opening: np.ndarray,
   mouth_box = to_pixels(zeros - face.mouth_half_width, mouth_cy - half,
                         zeros + face.mouth_half_width, mouth_cy + half)
   return face_box, mouth_box
+
+
+def _resonate(signal: np.ndarray, frequency: float, bandwidth: float, sr: int) -> np.ndarray:
+  radius = np.exp(-np.pi * bandwidth / sr)
+  angle = 2 * np.pi * frequency / sr
+  gain = (1 - radius) * np.sqrt(1 - 2 * radius * np.cos(2 * angle) + radius ** 2)
+  return scipy.signal.lfilter([gain], [1, -2 * radius * np.cos(angle), radius ** 2], signal)
+
+
+def synthesize_speech(rng: np.random.Generator, num_samples: int, sample_rate: int = 16000,
+                      f0: float = 140.0, tract_scale: float = 1.0) -> np.ndarray:
+  """Speech-like audio: [num_samples] float32, syllables separated by gaps and pauses."""
+  wav = np.zeros(num_samples)
+  cursor = int(rng.uniform(0.03, 0.25) * sample_rate)
+  attack, release = int(0.025 * sample_rate), int(0.045 * sample_rate)
+  while cursor < num_samples:
+    if rng.random() < 0.5:  # fricative onset: high-passed noise burst
+      burst = int(rng.uniform(0.02, 0.06) * sample_rate)
+      noise = np.diff(rng.standard_normal(burst + 1)) * rng.uniform(0.05, 0.2)
+      end = min(cursor + burst, num_samples)
+      wav[cursor:end] += (noise * np.hanning(burst))[:end - cursor]
+      cursor = end
+    length = int(rng.uniform(0.12, 0.32) * sample_rate)
+    t = np.arange(length) / sample_rate
+    pitch = f0 * (1 + 0.08 * np.sin(2 * np.pi * rng.uniform(1, 4) * t + rng.uniform(0, 6))
+                  - 0.1 * t)
+    phase = np.cumsum(pitch) / sample_rate
+    source = 2 * (phase % 1.0) - 1 + 0.02 * rng.standard_normal(length)
+    vowel = _VOWELS[rng.integers(len(_VOWELS))] * tract_scale
+    voiced = source
+    for frequency, bandwidth in zip(vowel, _FORMANT_BANDWIDTHS):
+      voiced = _resonate(voiced, frequency, bandwidth, sample_rate)
+    envelope = np.ones(length)
+    envelope[:attack] = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, attack))
+    envelope[-release:] = 0.5 + 0.5 * np.cos(np.linspace(0, np.pi, release))
+    envelope *= 1 + 0.15 * np.sin(2 * np.pi * rng.uniform(3, 7) * t)
+    voiced *= envelope * rng.uniform(0.25, 1.0) / (np.sqrt(np.mean(voiced ** 2)) + 1e-12)
+    end = min(cursor + length, num_samples)
+    wav[cursor:end] += voiced[:end - cursor]
+    gap = rng.uniform(0.25, 0.6) if rng.random() < 0.15 else rng.uniform(0.03, 0.15)
+    cursor = end + int(gap * sample_rate)
+  # Scale so a full-amplitude syllable sits at -20 dBFS, whatever the random draws were.
+  wav *= _PEAK_SYLLABLE_RMS
+  wav += 3e-4 * rng.standard_normal(num_samples)  # room noise floor, about -70 dBFS
+  return np.clip(wav, -1.0, 1.0).astype(np.float32)

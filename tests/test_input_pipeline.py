@@ -6,7 +6,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from data_pipelines import audio, input_pipeline, shards
+from configs import released
+from data_pipelines import audio, input_pipeline, prepare, shards
 
 SIZE = 32
 WINDOW = 5
@@ -25,10 +26,8 @@ def _clip(index: int, num_frames: int) -> dict:
 
 
 def _config(**overrides):
-  config = input_pipeline.get_config()
-  config.image_size = SIZE
-  config.host_prefetch = 0
-  config.update(overrides)
+  config = released.get_config().data.pipeline  # the pipeline settings a training run uses
+  config.update({"image_size": SIZE, "host_prefetch": 0, **overrides})
   return config
 
 
@@ -81,6 +80,20 @@ def test_batch_layout_values_and_alignment(shard_dir):
       np.testing.assert_array_equal(batch["mouth_open"][b],
                                     clip["ground_truth"]["mouth_open"][start:start + WINDOW])
   assert iterator.skipped_records == 0
+
+
+def test_stream_is_pinned(shard_dir):
+  # The record order and window draws of seed 0 as the pipeline produced them before the Grain
+  # chain was shared with SyncNet (commit eea3c0d); a change here changes every training run.
+  iterator = _iterator(shard_dir[0])
+  pinned = [([2, 4, 3, 6], [10, 6, 4, 3], [1, 1, 9, 10]),
+            ([5, 0, 1, 7], [10, 6, 9, 6], [21, 0, 2, 24]),
+            ([1, 3, 7, 6], [12, 7, 5, 2], [2, 1, 24, 15])]
+  for clip_index, frame_index, ref_frame_index in pinned:
+    batch = next(iterator)
+    assert batch["clip_index"].tolist() == clip_index
+    assert batch["frame_index"].tolist() == frame_index
+    assert batch["ref_frame_index"].tolist() == ref_frame_index
 
 
 def test_window_arithmetic():
@@ -210,3 +223,17 @@ def test_default_host_shard_comes_from_jax_and_epochs_reshuffle(shard_dir):
   assert jax.process_count() == 1 and len(indices) == 16
   first, second = indices[:8], indices[8:]
   assert sorted(first) == sorted(second) == list(range(8)) and first != second
+
+
+def test_only_the_shards_a_manifest_lists_are_read(tmp_path):
+  clips = [_clip(i, 20) for i in range(3)]
+  paths = shards.write_shards(clips, tmp_path, num_shards=3)
+  manifest = prepare.Manifest(str(tmp_path), {"image_size": SIZE})
+  for path, clip in zip(paths[:2], clips):
+    manifest.add_shard(pathlib.Path(path).name, [clip["clip_id"]])
+  manifest.save()  # shard 2 is an orphan: renamed into place, then the run died
+  config = _config(num_epochs=1, drop_remainder=False)
+  source = shards.open_data_source(shards.find_shard_files(tmp_path))
+  ids = {shards.parse_clip(source[i]).clip_id for i in range(len(source))}
+  indices = [int(i) for b in _iterator(tmp_path, config, batch_size=1) for i in b["clip_index"]]
+  assert sorted(indices) == [0, 1] and ids == {"clip0", "clip1"}

@@ -168,6 +168,37 @@ def test_shard_writer_is_atomic_and_temp_files_are_ignored(tmp_path):
   assert shards.find_shard_files(str(tmp_path / "*.tfrecord")) == shards.find_shard_files(tmp_path)
 
 
+
+def _manifest_dir(directory, clips, num_shards):
+  """Shards plus a ``manifest.json`` in the format ``prepare`` writes (its own Manifest class)."""
+  from data_pipelines import prepare
+  paths = shards.write_shards(clips, directory, num_shards)
+  manifest = prepare.Manifest(str(directory), {"image_size": 32})
+  for index, path in enumerate(paths):
+    manifest.add_shard(os.path.basename(path), [c["clip_id"] for c in clips[index::num_shards]])
+  manifest.save()
+  return paths
+
+
+def test_a_manifest_decides_which_shards_are_read(tmp_path, caplog):
+  import logging
+  import shutil
+  listed = _manifest_dir(tmp_path, [_clip("a", 10), _clip("b", 10, seed=1)], num_shards=2)
+  # A crash between a shard's rename and the manifest update leaves a whole shard whose clips a
+  # resumed run writes again: reading it too would count those clips twice.
+  shutil.copy(listed[0], tmp_path / "clips-r001-00000.tfrecord")
+  with caplog.at_level(logging.WARNING):
+    assert shards.find_shard_files(tmp_path) == listed
+  assert "clips-r001-00000.tfrecord" in caplog.text and "manifest.json" in caplog.text
+  assert len(shards.open_data_source(shards.find_shard_files(tmp_path))) == 2
+  assert len(shards.find_shard_files(str(tmp_path / "*.tfrecord"))) == 3  # a glob is explicit
+  os.remove(listed[1])
+  with pytest.raises(FileNotFoundError, match="clips-00001-of-00002.tfrecord.*prepare"):
+    shards.find_shard_files(tmp_path)
+  (tmp_path / shards.MANIFEST_FILE).write_text("{not json")
+  with pytest.raises(ValueError, match="not a shard manifest"):
+    shards.find_shard_files(tmp_path)
+
 def test_invalid_clips_are_rejected_with_specific_messages():
   frames = np.zeros((6, 16, 16, 3), np.uint8)
   mel = np.zeros((20, 80), np.float32)

@@ -1,15 +1,15 @@
-"""Synthetic talking faces: determinism, audio-driven mouth, measurable opening, speed, writers."""
+"""Synthetic talking faces: determinism, audio-driven mouth, measurable opening, writers."""
 import json
+import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import PIL.Image
 import pytest
 import soundfile
 
-from data_pipelines import audio, synthetic, video_io
+from data_pipelines import audio, shards, synthetic, video_io
 
 SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
 
@@ -102,18 +102,71 @@ def test_full_frames_crop_back_to_face():
   assert x0 < box[0] < box[2] < x1
 
 
-def test_generation_speed():
-  synthetic.generate_clip(0, num_frames=5)  # warm caches
-  start = time.process_time()
-  clips = list(synthetic.generate_dataset(8, seed=3, min_frames=50, max_frames=75))
-  per_clip = (time.process_time() - start) / len(clips)
-  assert all(50 <= c.num_frames <= 75 for c in clips)
-  print(f"synthetic clip: {per_clip * 1000:.0f} ms CPU; 200 clips ~ {200 * per_clip:.1f} s CPU")
-  assert 200 * per_clip < 40.0  # 200 clips of 2-3 s: < 20 s wall on 2 cores
+def test_dataset_clip_lengths_and_seeds():
+  # Generation speed is measured by benchmarks/bench_input_pipeline.py, not asserted here.
+  clips = list(synthetic.generate_dataset(4, seed=3, min_frames=20, max_frames=24, image_size=32))
+  assert all(20 <= c.num_frames <= 24 for c in clips)
+  assert [c.seed for c in clips] == [synthetic.clip_seed(3, i) for i in range(4)]
+
+
+def _shard_contents(directory):
+  source = shards.open_data_source(shards.find_shard_files(directory))
+  return [shards.parse_clip(source[i]) for i in range(len(source))]
+
+
+def test_write_synthetic_shards_once_atomically(tmp_path, monkeypatch):
+  settings = dict(num_clips=5, seed=2, min_frames=10, max_frames=12, image_size=32)
+  out = synthetic.write_synthetic_shards(tmp_path / "data" / "train", num_shards=2, **settings)
+  assert out == tmp_path / "data" / "train" and os.listdir(tmp_path / "data") == ["train"]
+  manifest = json.loads((out / shards.MANIFEST_FILE).read_text())
+  assert manifest["settings"]["synthetic_clips"] == 5 and manifest["settings"]["num_shards"] == 2
+  seeds = [synthetic.clip_seed(2, i) for i in range(5)]
+  # Clip i is in shard i % 2, and the records hold exactly the generated clips.
+  assert list(manifest["shards"].values()) == [[f"synthetic-{s}" for s in seeds[k::2]]
+                                               for k in range(2)]
+  parsed = _shard_contents(out)
+  assert [c.clip_id for c in parsed] == [f"synthetic-{s}" for s in seeds[0::2] + seeds[1::2]]
+  clip = synthetic.generate_clip(seeds[1], synthetic.clip_length(2, 1, 10, 12), image_size=32)
+  np.testing.assert_array_equal(parsed[3].mel, clip.mel)
+  np.testing.assert_array_equal(parsed[3].ground_truth["mouth_opening"], clip.mouth_opening)
+
+  def fail(*args, **kwargs):
+    raise RuntimeError("renderer exploded")
+
+  monkeypatch.setattr(synthetic, "generate_dataset", fail)
+  # A finished directory is reused as it is; other settings are refused.
+  assert synthetic.write_synthetic_shards(out, num_shards=2, **settings) == out
+  with pytest.raises(ValueError, match="made with"):
+    synthetic.write_synthetic_shards(out, num_shards=3, **settings)
+  # A failed write leaves nothing behind, not even its temporary directory.
+  with pytest.raises(RuntimeError, match="exploded"):
+    synthetic.write_synthetic_shards(tmp_path / "other", **settings)
+  assert sorted(os.listdir(tmp_path)) == ["data"]
+
+
+def test_write_synthetic_shards_handles_older_directories(tmp_path):
+  settings = dict(num_clips=2, seed=0, min_frames=10, max_frames=10, image_size=32, num_shards=1)
+  # Before manifests: DONE.json marked a finished directory (kept); without it, the directory
+  # may be partial and is written again.
+  legacy = tmp_path / "legacy"
+  shards.write_shards(synthetic.generate_dataset(1, 9, 10, 10, image_size=32), legacy, 1)
+  (legacy / synthetic.LEGACY_DONE_FILE).write_text("{}")
+  assert len(_shard_contents(synthetic.write_synthetic_shards(legacy, **settings))) == 1
+  (legacy / synthetic.LEGACY_DONE_FILE).unlink()
+  rewritten = _shard_contents(synthetic.write_synthetic_shards(legacy, **settings))
+  assert [c.clip_id for c in rewritten] == [f"synthetic-{synthetic.clip_seed(0, i)}"
+                                            for i in range(2)]
+  assert sorted(os.listdir(tmp_path)) == ["legacy"]  # the partial copy is gone
+  foreign = tmp_path / "foreign"
+  foreign.mkdir()
+  (foreign / "notes.txt").write_text("mine")
+  with pytest.raises(ValueError, match="not a synthetic shard directory"):
+    synthetic.write_synthetic_shards(foreign, **settings)
+  assert (foreign / "notes.txt").read_text() == "mine"
 
 
 def test_write_mp4_dataset(tmp_path):
-  manifest = synthetic.write_mp4_dataset(tmp_path, 2, seed=4, min_frames=25, max_frames=30)
+  manifest = synthetic.write_dataset(tmp_path, 2, seed=4, min_frames=25, max_frames=30)
   entries = [json.loads(line) for line in manifest.read_text().splitlines()]
   assert [e["clip"] for e in entries] == ["clip_00000", "clip_00001"]
   assert not any("error" in e for e in entries)

@@ -19,6 +19,7 @@ from data_pipelines.record_io import read_tfrecord_file
 from diff2lip_jax.syncnet import data as syncnet_data
 from diff2lip_jax.syncnet import expert as syncnet_expert
 from diff2lip_jax.syncnet import train as train_syncnet
+from diff2lip_jax.training import data as training_data
 from diff2lip_jax.models import syncnet
 from diff2lip_jax.porting import syncnet as syncnet_convert
 from tests import reference
@@ -38,10 +39,8 @@ def _coded_clip(index: int, num_frames: int) -> dict:
 
 
 def _pipeline_config(**overrides):
-  config = syncnet_data.get_config()
-  config.image_size = SIZE
-  config.host_prefetch = 0
-  config.update(overrides)
+  config = syncnet_config.get_config().data  # the trainer's data settings (extra fields ignored)
+  config.update({"image_size": SIZE, "host_prefetch": 0, **overrides})
   return config
 
 
@@ -155,6 +154,37 @@ def test_determinism_host_sharding_and_restore(coded_shards):
     got = next(restored)
     for key in batch:
       np.testing.assert_array_equal(got[key], batch[key])
+
+
+def test_stream_is_pinned(coded_shards):
+  # Seed 0's pairs as the pipeline drew them before its Grain chain was shared with the
+  # Diff2Lip pipeline (commit eea3c0d); a change here changes every expert training run.
+  iterator = _iterator(coded_shards[0], batch_size=6)
+  pinned = [([3, 2, 5, 4, 0, 1], [1, 2, 7, 13, 2, 7], [1, 2, 7, 13, 4, 7], [1, 1, 1, 1, 0, 1]),
+            ([1, 4, 3, 0, 2, 5], [4, 11, 2, 3, 17, 2], [4, 10, 2, 3, 7, 22], [1, 0, 1, 1, 0, 0])]
+  for clip_index, frame_index, mel_frame_index, label in pinned:
+    batch = next(iterator)
+    assert batch["clip_index"].tolist() == clip_index
+    assert batch["frame_index"].tolist() == frame_index
+    assert batch["mel_frame_index"].tolist() == mel_frame_index
+    assert batch["label"].tolist() == label
+
+
+def test_training_sources_write_synthetic_clips_once_and_hold_some_out(tmp_path, monkeypatch):
+  data = syncnet_config.get_config().data
+  data.update(dict(synthetic=True, synthetic_clips=5, synthetic_min_frames=10,
+                   synthetic_max_frames=12, image_size=SIZE, num_eval_clips=2))
+  (train, train_records), (held, eval_records) = syncnet_data.training_sources(data, tmp_path, 3)
+  assert train == held == str(tmp_path / "synthetic_shards")
+  assert sorted(np.concatenate([train_records, eval_records])) == list(range(5))
+  assert len(eval_records) == 2
+  manifest = json.loads((tmp_path / "synthetic_shards" / shards.MANIFEST_FILE).read_text())
+  assert len(manifest["shards"]) == 4  # one per clip, at most 4, as before the shared writer
+  monkeypatch.setattr(synthetic, "generate_dataset", None)  # a second call writes nothing
+  assert syncnet_data.training_sources(data, tmp_path, 3)[0][0] == train
+  assert training_data.per_host_batch_size(6, "data.batch_size") == 6  # one process
+  with pytest.raises(ValueError, match="data.batch_size=0 must be a positive multiple"):
+    training_data.per_host_batch_size(0, "data.batch_size")
 
 
 def test_unusable_clips_are_skipped_and_bad_settings_explained(tmp_path):

@@ -28,26 +28,25 @@ Frames stay uint8 until they reach the device (a quarter of the bytes); resizing
 the lower-half crop happen there, with the same ``syncnet_face_input`` the Diff2Lip sync loss
 uses, so the expert sees identical preprocessing in both trainings.
 
-Determinism, checkpointable state (``input_pipeline.TrainIterator``), host sharding
-(``records[shard_index::shard_count]``) and corrupt-record skipping work as in
-``data_pipelines.input_pipeline``, whose pieces this module reuses.
+The Grain chain around the sampler (determinism, checkpointable ``TrainIterator`` state, host
+sharding ``records[shard_index::shard_count]``, corrupt-record skipping) is
+``data_pipelines.grain_chain``'s, shared with the Diff2Lip pipeline.
 """
 from __future__ import annotations
 
 import logging
 import os
 import pathlib
-import shutil
-import time
 from collections.abc import Sequence
 
 import grain
 import ml_collections
 import numpy as np
 
-from data_pipelines import input_pipeline, shards
+from data_pipelines import grain_chain, shards
 from data_pipelines.audio import MEL_WINDOW_STEPS, mel_start_row
-from data_pipelines.input_pipeline import TrainIterator
+from data_pipelines.grain_chain import SkippingRecordSampler, TrainIterator, UnusableClipError
+from diff2lip_jax.training import data as training_data
 
 SYNC_WINDOW = 5
 BATCH_KEYS = ("frames", "mel", "label", "clip_index", "frame_index", "mel_frame_index",
@@ -99,12 +98,7 @@ def partner_counts(num_starts: int, min_shift: int) -> np.ndarray:
   return before + after
 
 
-# Raised for a clip without two valid windows ``min_shift`` frames apart; the base sampler
-# then draws another record.
-UnusableClipError = input_pipeline.UnusableClipError
-
-
-class SyncPairSampler(input_pipeline.SkippingRecordSampler):
+class SyncPairSampler(SkippingRecordSampler):
   """``(record_index, rng) -> example``: reads a clip and draws one in-sync or off-sync pair."""
 
   def __init__(self, source, local_records: np.ndarray, image_size: int, min_shift: int,
@@ -125,7 +119,7 @@ class SyncPairSampler(input_pipeline.SkippingRecordSampler):
     count = num_sync_starts(clip.num_frames, clip.mel.shape[0], clip.fps)
     partners = partner_counts(count, self.min_shift)
     usable = np.flatnonzero(partners)
-    if usable.size == 0:
+    if usable.size == 0:  # the base sampler then draws another record
       raise UnusableClipError(
           f"clip {clip.clip_id!r} ({clip.num_frames} frames, {clip.mel.shape[0]} mel rows) has "
           f"no two {SYNC_WINDOW}-frame windows with audio {self.min_shift} frames apart")
@@ -173,43 +167,14 @@ def create_dataset(config: ml_collections.ConfigDict | None,
                    shard_count: int | None = None) -> grain.IterDataset:
   """Grain ``IterDataset`` of SyncNet batches (see :func:`create_iterator`)."""
   config = config if config is not None else get_config()
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-  files = shards.find_shard_files(shards_or_dir)
-  source = shards.open_data_source(files, verify_checksums=config.verify_checksums)
-  records = np.arange(len(source)) if records is None else np.asarray(records, np.int64)
-  if records.size and (records.min() < 0 or records.max() >= len(source)):
-    raise ValueError(f"record indices must be in [0, {len(source)}) for {files[0]} ...")
-  # pylint: disable-next=protected-access
-  shard_index, shard_count = input_pipeline._host_shard(shard_index, shard_count)
-  local_records = records[shard_index::shard_count]
-  if local_records.size == 0:
-    raise ValueError(f"host shard {shard_index}/{shard_count} gets no records: only "
-                     f"{records.size} records selected from {len(files)} files")
-  truth_shapes = input_pipeline._ground_truth_shapes(source)  # pylint: disable=protected-access
-  clashes = set(truth_shapes) & set(BATCH_KEYS)
-  if clashes:
-    raise ValueError(f"ground-truth arrays {sorted(clashes)} in {files[0]} clash with batch keys; "
-                     "rename them when writing the shards")
-  sampler = SyncPairSampler(source, local_records, config.image_size, config.min_shift,
+  host = grain_chain.open_host_records(shards_or_dir, verify_checksums=config.verify_checksums,
+                                       batch_keys=BATCH_KEYS, records=records,
+                                       shard_index=shard_index, shard_count=shard_count)
+  sampler = SyncPairSampler(host.source, host.local_records, config.image_size, config.min_shift,
                             config.in_sync_probability, config.max_skips_per_example,
-                            truth_shapes)
-  dataset = grain.MapDataset.range(len(local_records)).repeat(config.num_epochs)
-  dataset = dataset.map_with_index(
-      input_pipeline.EpochOrder(local_records, seed, config.shuffle))
-  dataset = dataset.random_map(sampler, seed=(seed + 1) % 2**32)
-  read_options = grain.ReadOptions(num_threads=config.read_threads,
-                                   prefetch_buffer_size=config.prefetch_buffer_size)
-  batches = dataset.to_iter_dataset(read_options).batch(batch_size,
-                                                        drop_remainder=config.drop_remainder)
-  if config.worker_count > 0:
-    input_pipeline._use_default_absl_flags()  # pylint: disable=protected-access
-    batches = batches.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=config.worker_count, per_worker_buffer_size=config.worker_buffer_size))
-  if config.host_prefetch > 0:
-    batches = grain.experimental.ThreadPrefetchIterDataset(
-        batches, prefetch_buffer_size=config.host_prefetch)
-  return batches
+                            host.ground_truth_shapes)
+  return grain_chain.build_batches(sampler, host.local_records, config, seed=seed,
+                                   batch_size=batch_size)
 
 
 def create_iterator(config: ml_collections.ConfigDict | None,
@@ -227,7 +192,7 @@ def create_iterator(config: ml_collections.ConfigDict | None,
       None: all. Hosts split these as ``records[shard_index::shard_count]``.
     shard_index, shard_count: this host's slice (default: JAX process index/count).
   Returns:
-    a checkpointable ``input_pipeline.TrainIterator`` yielding the batch dict of the module
+    a checkpointable ``grain_chain.TrainIterator`` yielding the batch dict of the module
     docstring (``get_state`` / ``set_state``, Grain's Orbax handler).
   """
   return TrainIterator(create_dataset(config, shards_or_dir, seed=seed, batch_size=batch_size,
@@ -235,50 +200,27 @@ def create_iterator(config: ml_collections.ConfigDict | None,
                                       shard_count=shard_count))
 
 
-def write_synthetic_shards(config: ml_collections.ConfigDict,
-                           workdir: str | os.PathLike) -> pathlib.Path:
-  """Writes ``config.synthetic_clips`` generated clips to ``workdir/synthetic_shards`` once.
-
-  Uses ``synthetic_{clips,seed,min_frames,max_frames}`` and ``image_size``. The directory is
-  written under a temporary name and renamed, so an existing one is complete and is reused.
-  With several hosts, host 0 writes (``workdir`` must be shared) and the others wait.
-  """
-  import jax  # pylint: disable=import-outside-toplevel
-  from data_pipelines import synthetic  # pylint: disable=import-outside-toplevel
-  out = pathlib.Path(workdir) / "synthetic_shards"
-  if jax.process_index() == 0 and not out.is_dir():
-    started = time.perf_counter()
-    tmp = out.with_name(f"{shards.TMP_PREFIX}synthetic_shards-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    clips = synthetic.generate_dataset(
-        config.synthetic_clips, seed=config.synthetic_seed,
-        min_frames=config.synthetic_min_frames, max_frames=config.synthetic_max_frames,
-        image_size=config.image_size)
-    shards.write_shards(clips, tmp, num_shards=max(1, min(4, config.synthetic_clips)))
-    os.replace(tmp, out)
-    logging.info("wrote %d synthetic clips to %s in %.1f s", config.synthetic_clips, out,
-                 time.perf_counter() - started)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    multihost_utils.sync_global_devices("syncnet synthetic shards")
-  return out
-
-
 def training_sources(config: ml_collections.ConfigDict, workdir: str | os.PathLike, seed: int):
   """``((train_shards, train_records), (eval_shards, eval_records))`` for the trainer.
 
-  ``config`` is the trainer's ``config.data``: ``shards`` (None or ``synthetic=True``: generated
-  clips, see :func:`write_synthetic_shards`), ``eval_shards`` (None: hold ``num_eval_clips``
-  of the training clips out, :func:`split_records` with ``seed``). Records None mean all.
+  ``config`` is the trainer's ``config.data``: ``shards`` (None or ``synthetic=True``: the
+  ``synthetic_{clips,seed,min_frames,max_frames}`` clips written once to
+  ``workdir/synthetic_shards``), ``eval_shards`` (None: hold ``num_eval_clips`` of the training
+  clips out, :func:`split_records` with ``seed``). Records None mean all.
   """
   if config.synthetic and config.shards:
     raise ValueError("set either data.shards or data.synthetic=True, not both")
+  train = config.shards
   if config.synthetic or not config.shards:
     if not config.synthetic:
       logging.warning("no data.shards given: training on synthetic clips")
-    train = str(write_synthetic_shards(config, workdir))
-  else:
-    train = config.shards
+    # One shard per clip up to 4 (not the writer's default), so the clips, their order and the
+    # results of earlier runs stay the same.
+    train = training_data.synthetic_shards_once(
+        pathlib.Path(workdir) / "synthetic_shards", num_clips=config.synthetic_clips,
+        seed=config.synthetic_seed, min_frames=config.synthetic_min_frames,
+        max_frames=config.synthetic_max_frames, image_size=config.image_size,
+        num_shards=max(1, min(4, config.synthetic_clips)))
   if config.eval_shards:
     return (train, None), (config.eval_shards, None)
   count = len(shards.open_data_source(shards.find_shard_files(train), verify_checksums=False))

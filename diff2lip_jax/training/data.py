@@ -1,72 +1,75 @@
-"""Training data for a run: the configured shards, or the synthetic dataset made in the workdir."""
+"""Training data for a run: the configured shards, or the synthetic dataset made in the workdir.
+
+Both trainers (Diff2Lip here, the SyncNet expert in ``syncnet/data.py``) make their synthetic
+data with :func:`synthetic_shards_once`; :func:`per_host_batch_size` splits a global batch over
+the hosts (with a message naming the config field when it cannot).
+"""
 from __future__ import annotations
 
-import json
-import logging
 import os
-import time
 
 import jax
 import ml_collections
 
-from data_pipelines import input_pipeline, shards, synthetic
+from data_pipelines import grain_chain, input_pipeline, synthetic
 
 # Held-out synthetic clips use seeds far from the training ones, so no identity repeats.
 EVAL_SEED_OFFSET = 1_000_003
 
 
-def _write_synthetic(out_dir: str, num_clips: int, seed: int, config) -> None:
-  done = os.path.join(out_dir, "DONE.json")
-  if os.path.exists(done):
-    return
-  start = time.time()
-  clips = synthetic.generate_dataset(num_clips, seed=seed, min_frames=config.data.min_frames,
-                                     max_frames=config.data.max_frames,
-                                     image_size=config.data.pipeline.image_size)
-  num_shards = max(1, min(8, num_clips // 16))
-  shards.write_shards(clips, out_dir, num_shards=num_shards)
-  with open(done + ".tmp", "w") as f:
-    json.dump({"clips": num_clips, "seed": seed, "seconds": time.time() - start}, f)
-  os.replace(done + ".tmp", done)
-  logging.info("wrote %d synthetic clips to %s in %.1f s", num_clips, out_dir, time.time() - start)
+def synthetic_shards_once(out_dir: str | os.PathLike, *, num_clips: int, seed: int,
+                          min_frames: int, max_frames: int, image_size: int,
+                          num_shards: int | None = None) -> str:
+  """``synthetic.write_synthetic_shards`` on process 0 while the other processes wait for it.
+
+  With several hosts ``out_dir`` must be on storage they all share. Returns ``out_dir``.
+  """
+  if jax.process_index() == 0:
+    synthetic.write_synthetic_shards(out_dir, num_clips, seed, min_frames, max_frames, image_size,
+                                     num_shards)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(f"synthetic shards {os.fspath(out_dir)}")
+  return os.fspath(out_dir)
 
 
 def resolve_shards(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, str | None]:
   """Returns ``(train_shards, eval_shards)``; makes the synthetic dataset when none is given.
 
-  Only process 0 writes; the others wait for it (the workdir is shared storage).
+  Synthetic clips go to ``workdir/data/train`` and ``workdir/data/eval`` (see
+  :func:`synthetic_shards_once`).
   """
   if config.data.shards:
     return config.data.shards, (config.data.eval_shards or None)
   if not config.data.synthetic_clips:
     raise ValueError("config.data.shards is empty and data.synthetic_clips is 0: give shards "
                      "written by `python -m data_pipelines.prepare` (--config.data.shards=DIR)")
-  train_dir = os.path.join(workdir, "data", "train")
-  eval_dir = os.path.join(workdir, "data", "eval")
-  if jax.process_index() == 0:
-    _write_synthetic(train_dir, int(config.data.synthetic_clips), int(config.data.synthetic_seed),
-                     config)
-    if config.data.synthetic_eval_clips:
-      _write_synthetic(eval_dir, int(config.data.synthetic_eval_clips),
-                       int(config.data.synthetic_seed) + EVAL_SEED_OFFSET, config)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices("synthetic data written")
-  return train_dir, (eval_dir if config.data.synthetic_eval_clips else None)
+  settings = dict(min_frames=int(config.data.min_frames), max_frames=int(config.data.max_frames),
+                  image_size=int(config.data.pipeline.image_size))
+  seed = int(config.data.synthetic_seed)
+  train_dir = synthetic_shards_once(os.path.join(workdir, "data", "train"), seed=seed,
+                                    num_clips=int(config.data.synthetic_clips), **settings)
+  if not config.data.synthetic_eval_clips:
+    return train_dir, None
+  return train_dir, synthetic_shards_once(os.path.join(workdir, "data", "eval"),
+                                          seed=seed + EVAL_SEED_OFFSET,
+                                          num_clips=int(config.data.synthetic_eval_clips),
+                                          **settings)
 
 
-def per_host_batch_size(config: ml_collections.ConfigDict) -> int:
-  global_batch = int(config.train.batch_size)
-  if global_batch % jax.process_count():
-    raise ValueError(f"train.batch_size={global_batch} must be divisible by the "
-                     f"{jax.process_count()} hosts")
-  return global_batch // jax.process_count()
+def per_host_batch_size(global_batch: int, name: str = "train.batch_size") -> int:
+  """This host's share of a global batch; ``name`` is the config field, for the error message."""
+  hosts = jax.process_count()
+  if global_batch < 1 or global_batch % hosts:
+    raise ValueError(f"{name}={global_batch} must be a positive multiple of the {hosts} hosts "
+                     "(each host loads the same number of examples)")
+  return global_batch // hosts
 
 
 def train_iterator(config: ml_collections.ConfigDict, train_shards: str,
-                   seed_offset: int = 0) -> input_pipeline.TrainIterator:
+                   seed_offset: int = 0) -> grain_chain.TrainIterator:
   pipeline = config.data.pipeline.copy_and_resolve_references()
   pipeline.num_frames = int(config.model.nframes)
-  return input_pipeline.create_train_iterator(pipeline, train_shards,
-                                              seed=int(config.train.seed) + seed_offset,
-                                              batch_size=per_host_batch_size(config))
+  return input_pipeline.create_train_iterator(
+      pipeline, train_shards, seed=int(config.train.seed) + seed_offset,
+      batch_size=per_host_batch_size(int(config.train.batch_size)))
