@@ -8,14 +8,12 @@ import pytest
 
 from data_pipelines import audio, video_io
 from data_pipelines.face_detection import NoFaceError
-from diff2lip_jax import checkpoints, generation, inference, sampling
-from diff2lip_jax.diffusion import create_diffusion
-from diff2lip_jax.models import create_model
+from diff2lip_jax import checkpoints, inference
 from tests import reference
 from tests.inference_helpers import (BATCH, FULL, RESPACING, StubDetector, face_clip,
                                      lossless_round_trip, mouth_region_mask, random_params,
-                                     tiny_checkpoint, tiny_config, voxceleb2_box,
-                                     write_face_video, write_wav)
+                                     reference_crops, tiny_checkpoint, tiny_config,
+                                     voxceleb2_box, write_face_video, write_wav)
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +49,13 @@ def test_generate_matches_the_trainer_path_and_is_batch_independent(sampler):
   np.testing.assert_array_equal(crops[:, :16], frames[:, :16])  # unmasked upper half
   assert np.abs(crops[:, 16:].astype(int) - frames[:, 16:]).mean() > 5
   params, config = checkpoints.load_inference_checkpoint(tiny_checkpoint())
-  run = sampling.make_sampler(create_model(config.model),
-                              create_diffusion(config.diffusion, timestep_respacing=RESPACING))
-  expected = generation.lip_sync_crops(run, params, frames, mel, seed=7, batch_size=BATCH)
-  assert np.abs(crops.astype(int) - expected).max() <= 1  # float rounding at .5 only
+  expected = reference_crops(params, config, frames, frames, mels, RESPACING, seed=7,
+                             batch_size=BATCH)
+  np.testing.assert_array_equal(crops, expected)
+  # A whole clip driven by its spectrogram: frames without a full mel window are dropped.
+  np.testing.assert_array_equal(sampler.lip_sync_crops(clip.frames, mel), crops)
+  with pytest.raises(inference.InferenceInputError, match="0.2 s of audio"):
+    sampler.lip_sync_crops(clip.frames, mel[:15])
   split = np.concatenate([sampler.generate(frames[:5], frames[:5], mels[:5]),
                           sampler.generate(frames[5:], frames[5:], mels[5:])])
   np.testing.assert_array_equal(split, crops)
@@ -236,14 +237,12 @@ def test_ddpm_and_bfloat16_samplers(face_video):
 
 
 def test_background_iteration_reraises_and_stops_with_its_consumer():
-  from diff2lip_jax.inference import pipeline as video_pipeline
-
   def failing():
     yield 1
     yield 2
     raise OSError("disk full")
 
-  items = video_pipeline._in_background(failing())
+  items = inference.in_background(failing())
   assert [next(items), next(items)] == [1, 2]
   with pytest.raises(OSError, match="disk full"):
     next(items)
@@ -254,7 +253,7 @@ def test_background_iteration_reraises_and_stops_with_its_consumer():
       produced.append(len(produced))
       yield produced[-1]
 
-  items = video_pipeline._in_background(endless(), depth=2)
+  items = inference.in_background(endless(), depth=2)
   assert next(items) == 0
   items.close()  # stops and joins the worker
   assert len(produced) <= 5
