@@ -92,6 +92,33 @@ def face_video(tmp_path_factory):
   return path, decoded, clip
 
 
+def test_scan_and_frame_plan(face_video, tmp_path):
+  video, decoded, _ = face_video
+  s3fd = inference.parse_crop("s3fd", pads=(0, 4, 0, 0))
+  scan = inference.scan_video(str(video), s3fd, detector=StubDetector(), max_frames=12,
+                              cache_dir=str(tmp_path))
+  assert scan.count == 12 and scan.frame_size == (FULL, FULL) and len(scan.detections) == 12
+  np.testing.assert_array_equal(scan.first, decoded[0])
+  np.testing.assert_array_equal(scan.cache, decoded[:12])
+  np.testing.assert_array_equal(inference.frame_at(str(video), scan, 5), decoded[5])
+  # Longer audio and loop_video: the cached frames play back and forth.
+  plan = inference.FramePlan.create(str(video), scan, s3fd, audio_frames=20, loop_video=True)
+  assert plan.looped and plan.total == 20 and plan.boxes.tolist() == [[20, 4, 76, 72]] * 12
+  ks, frames = zip(*plan.chunks(8))
+  assert [k.tolist() for k in ks] == [list(range(8)), list(range(8, 16)), list(range(16, 20))]
+  source = inference.pingpong_index(np.arange(20), 12)
+  np.testing.assert_array_equal(np.concatenate(frames), decoded[source])
+  assert [f for _, f in plan.chunks(8, pixels=False)] == [None] * 3
+  # Without a cache, the second pass decodes again and stops at the shorter of the two.
+  fixed = inference.CropSpec()
+  scan = inference.scan_video(str(video), fixed, max_frames=12)
+  assert scan.detections is None and scan.cache is None
+  np.testing.assert_array_equal(inference.frame_at(str(video), scan, 5), decoded[5])
+  plan = inference.FramePlan.create(str(video), scan, fixed, audio_frames=30, loop_video=False)
+  assert not plan.looped and plan.total == 12
+  np.testing.assert_array_equal(np.concatenate([f for _, f in plan.chunks(5)]), decoded[:12])
+
+
 def test_cross_mode_regenerates_only_the_mouth_and_plays(sampler, face_video, tmp_path):
   video, decoded, clip = face_video
   speech = face_clip(6, 24).wav  # shorter than the video: 24 frames of audio
