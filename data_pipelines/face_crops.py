@@ -108,6 +108,21 @@ def parse_crop(words: str | Sequence[str], **fields: Any) -> CropSpec:
   return CropSpec(words[0], **fields)
 
 
+def load_detector(spec: CropSpec, weights: str | None) -> Any:
+  """The S3FD face detector a crop needs: None for fixed crops, else loaded from ``weights``.
+
+  Raises CropError without ``weights`` (checkpoint errors come from
+  ``FaceDetector.from_checkpoint``).
+  """
+  if not spec.needs_detector:
+    return None
+  if not weights:
+    raise CropError("--crop s3fd needs --s3fd_weights s3fd.pth (the S3FD face detector "
+                    "checkpoint, user-supplied); or use the voxceleb2 crop or a fixed box")
+  from data_pipelines.face_detection import FaceDetector  # pylint: disable=import-outside-toplevel
+  return FaceDetector.from_checkpoint(weights)
+
+
 def frame_boxes(spec: CropSpec, frame_size: tuple[int, int], count: int,
                 detections: Sequence[np.ndarray] | None = None, *, needed: int | None = None,
                 source: str | None = None) -> np.ndarray:

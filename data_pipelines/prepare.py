@@ -160,10 +160,7 @@ _WORKER: dict = {}
 
 def _init_worker(options: PrepareOptions) -> None:
   _WORKER["options"] = options
-  _WORKER["detector"] = None
-  if options.crop.needs_detector:
-    from data_pipelines.face_detection import FaceDetector  # pylint: disable=import-outside-toplevel
-    _WORKER["detector"] = FaceDetector.from_checkpoint(options.s3fd_weights)
+  _WORKER["detector"] = face_crops.load_detector(options.crop, options.s3fd_weights)
 
 
 def _run_job(job: tuple[str, str]) -> tuple[str, str, bytes | None, str | None]:

@@ -181,3 +181,9 @@ def test_detected_boxes_pads_smoothing_and_missing_faces():
   assert face_crops.frame_boxes(filled, (100, 100), 5, missing).tolist() == [[10, 10, 20, 20]] * 5
   with pytest.raises(face_crops.CropError, match="detections"):
     face_crops.frame_boxes(filled, (100, 100), 5)
+
+
+def test_only_s3fd_crops_load_a_detector():
+  assert face_crops.load_detector(face_crops.CropSpec(), None) is None
+  with pytest.raises(face_crops.CropError, match="needs --s3fd_weights"):
+    face_crops.load_detector(face_crops.CropSpec("s3fd"), None)

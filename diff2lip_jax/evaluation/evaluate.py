@@ -271,12 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   from data_pipelines import face_crops
   try:
     crop = face_crops.parse_crop(args.crop)
-    detector = None
-    if crop.needs_detector:
-      if not args.s3fd_weights:
-        raise ValueError("--crop s3fd needs --s3fd_weights s3fd.pth")
-      from data_pipelines.face_detection import FaceDetector
-      detector = FaceDetector.from_checkpoint(args.s3fd_weights)
+    detector = face_crops.load_detector(crop, args.s3fd_weights)
     scorer = SyncNetScorer(args.syncnet) if args.syncnet else None
   except (ValueError, OSError) as error:
     print(f"error: {error}", file=sys.stderr)
