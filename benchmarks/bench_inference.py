@@ -86,8 +86,7 @@ def main(argv=None) -> int:
 
   frames, decode_s = _timed(lambda: video_io.read_video(video, max_frames=n)[0])
   box = crops.voxceleb2_crop_box(*frames.shape[1:3])
-  faces, crop_s = _timed(lambda: np.clip(np.round(crops.crop_and_resize(frames, box, size)),
-                                         0, 255).astype(np.uint8))
+  faces, crop_s = _timed(lambda: crops.crop_uint8(frames, box, size))
   mels = inference.mel_windows(clip.mel, 0, n)
   generated, sample_s = _timed(lambda: sampler.generate(faces, faces, mels))
   pasted, paste_s = _timed(lambda: crops.paste_back(frames, generated, box))

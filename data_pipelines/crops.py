@@ -115,6 +115,13 @@ def crop_and_resize(frames: np.ndarray, boxes: np.ndarray, size: int = 128,
   return out
 
 
+def crop_uint8(frames: np.ndarray, boxes: np.ndarray, size: int = 128,
+               method: str = "area") -> np.ndarray:
+  """:func:`crop_and_resize` rounded (half to even) and clipped to uint8 ``[T, size, size, C]``."""
+  out = crop_and_resize(frames, boxes, size=size, method=method)
+  return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def paste_back(frames: np.ndarray, crops: np.ndarray, boxes: np.ndarray,
                mask_lower_half_only: bool = True, face_hide_percentage: float = 0.5,
                method: str = "bilinear") -> np.ndarray:

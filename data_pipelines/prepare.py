@@ -48,12 +48,12 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from data_pipelines import shards
+from data_pipelines import face_crops, shards
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".flv", ".m4v", ".mpg", ".mpeg")
 MANIFEST = "manifest.json"
 FAILURES = "failures.jsonl"
-CROP_MODES = ("voxceleb2", "s3fd", "box")
+WAV2LIP_PADS = (0, 10, 0, 0)  # the s3fd pads of Wav2Lip's preprocessing (keeps the chin)
 
 
 class ClipSkipped(ValueError):
@@ -62,13 +62,13 @@ class ClipSkipped(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class PrepareOptions:
-  """How each clip is turned into a record (see ``--help`` for the meaning of each field)."""
-  crop: str = "voxceleb2"
-  box: tuple[int, int, int, int] | None = None
+  """How each clip is turned into a record (see ``--help`` for the meaning of each field).
+
+  ``crop`` is the shared face-crop specification (``face_crops.CropSpec``: kind, box, pads,
+  smoothing, no-face policy); ``s3fd_weights`` the detector checkpoint for kind "s3fd".
+  """
+  crop: face_crops.CropSpec = face_crops.CropSpec("voxceleb2", pads=WAV2LIP_PADS)
   s3fd_weights: str | None = None
-  pads: tuple[int, int, int, int] = (0, 10, 0, 0)
-  smooth_window: int = 5
-  no_face: str = "error"
   image_size: int = 128
   fps: float = 25.0
   window: int = 5
@@ -78,8 +78,8 @@ class PrepareOptions:
 
   def record_settings(self) -> dict:
     """Settings that must agree between runs writing into one output directory."""
-    return {"image_size": self.image_size, "fps": self.fps, "crop": self.crop,
-            "box": list(self.box) if self.box else None}
+    return {"image_size": self.image_size, "fps": self.fps, "crop": self.crop.kind,
+            "box": list(self.crop.box) if self.crop.box else None}
 
 
 def find_videos(input_path: str, root: str | None = None,
@@ -125,26 +125,20 @@ def process_video(path: str, clip_id: str, options: PrepareOptions, detector=Non
     raise ClipSkipped(f"silent audio (peak {peak_db:.1f} dBFS <= {options.silence_dbfs} dBFS); "
                       "pass --keep_silent to keep silent clips")
   mel = audio.melspectrogram(wav)
-  per_frame_boxes = None
-  if options.crop == "s3fd":
-    from data_pipelines import face_detection  # pylint: disable=import-outside-toplevel
+  spec, per_frame_boxes = options.crop, None
+  if spec.needs_detector:  # a first pass over the video finds the faces
     detections, frame_size = [], None
     for chunk in video_io.iter_video_chunks(path, fps=options.fps):
-      detections.extend(detector.detect(chunk))
+      detections.extend(detector.detect(chunk, batch_size=spec.detector_batch_size))
       frame_size = chunk.shape[1:3]
-    per_frame_boxes = face_detection.boxes_from_detections(
-        detections, frame_size, options.pads, options.smooth_window, options.no_face)
+    per_frame_boxes = face_crops.frame_boxes(spec, frame_size, len(detections), detections)
   frames_jpeg, boxes = [], []
   for chunk in video_io.iter_video_chunks(path, fps=options.fps):
-    height, width = chunk.shape[1:3]
     if per_frame_boxes is not None:
       chunk_boxes = per_frame_boxes[len(boxes):len(boxes) + len(chunk)]
-    elif options.crop == "box":
-      chunk_boxes = np.tile(np.asarray(options.box, np.int64), (len(chunk), 1))
     else:
-      chunk_boxes = np.tile(np.asarray(crops.voxceleb2_crop_box(height, width)), (len(chunk), 1))
-    cropped = crops.crop_and_resize(chunk, chunk_boxes, size=options.image_size)
-    pixels = np.clip(np.rint(cropped), 0, 255).astype(np.uint8)
+      chunk_boxes = face_crops.frame_boxes(spec, chunk.shape[1:3], len(chunk))
+    pixels = crops.crop_uint8(chunk, chunk_boxes, size=options.image_size)
     frames_jpeg.extend(shards.encode_jpeg(frame, options.jpeg_quality) for frame in pixels)
     boxes.extend(chunk_boxes)
   if not clip_is_trainable(len(frames_jpeg), mel.shape[0], options.fps, options.window):
@@ -166,10 +160,7 @@ _WORKER: dict = {}
 
 def _init_worker(options: PrepareOptions) -> None:
   _WORKER["options"] = options
-  _WORKER["detector"] = None
-  if options.crop == "s3fd":
-    from data_pipelines.face_detection import FaceDetector  # pylint: disable=import-outside-toplevel
-    _WORKER["detector"] = FaceDetector.from_checkpoint(options.s3fd_weights)
+  _WORKER["detector"] = face_crops.load_detector(options.crop, options.s3fd_weights)
 
 
 def _run_job(job: tuple[str, str]) -> tuple[str, str, bytes | None, str | None]:
@@ -246,13 +237,10 @@ def prepare(input_path: str, out_dir: str, options: PrepareOptions = PrepareOpti
             root: str | None = None, video_ext: str = ".mp4", retry_failed: bool = False,
             progress: bool = True) -> dict:
   """Processes every not-yet-finished video into shards; returns a summary dict (see module doc)."""
-  if options.crop not in CROP_MODES:
-    raise ValueError(f"crop must be one of {CROP_MODES}, got {options.crop!r}")
-  if options.crop == "s3fd" and not (options.s3fd_weights and os.path.isfile(options.s3fd_weights)):
+  if options.crop.needs_detector and not (options.s3fd_weights
+                                          and os.path.isfile(options.s3fd_weights)):
     raise FileNotFoundError(f"--crop s3fd needs --s3fd_weights FILE (got {options.s3fd_weights!r}); "
                             "supply the S3FD checkpoint (e.g. Wav2Lip's s3fd.pth) yourself")
-  if options.crop == "box" and options.box is None:
-    raise ValueError("--crop box needs --box x1,y1,x2,y2")
   os.makedirs(out_dir, exist_ok=True)
   for name in os.listdir(out_dir):
     if name.startswith(shards.TMP_PREFIX):  # leftovers of an interrupted run
@@ -332,13 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
   add("--root", default=None, help="base folder for relative filelist entries (default: the "
       "filelist's folder)")
   add("--video_ext", default=".mp4", help="extension added to filelist entries without one")
-  add("--crop", choices=CROP_MODES, default="voxceleb2",
+  add("--crop", choices=face_crops.CROP_KINDS, default="voxceleb2",
       help="voxceleb2: the reference's fixed crop (no weights); s3fd: face detection (needs "
       "--s3fd_weights); box: one fixed --box for every frame")
   add("--box", type=_int_tuple, default=None, help="x1,y1,x2,y2 pixel box for --crop box "
       "(exclusive ends, in the video's pixels)")
   add("--s3fd_weights", default=None, help="S3FD PyTorch checkpoint (e.g. Wav2Lip's s3fd.pth)")
-  add("--pads", type=_int_tuple, default=(0, 10, 0, 0),
+  add("--pads", type=_int_tuple, default=WAV2LIP_PADS,
       help="s3fd: top,bottom,left,right pixels added around each face box")
   add("--smooth_window", type=int, default=5, help="s3fd: frames averaged to smooth boxes")
   add("--no_face", choices=("error", "nearest", "interpolate"), default="error",
@@ -360,10 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if args.crop == "box" and args.box is None:
+    parser.error("--crop box needs --box x1,y1,x2,y2")
+  try:
+    crop = face_crops.CropSpec(args.crop, box=args.box if args.crop == "box" else None,
+                               pads=args.pads, smooth_window=args.smooth_window,
+                               no_face=args.no_face)
+  except face_crops.CropError as error:
+    parser.error(str(error))
   options = PrepareOptions(
-      crop=args.crop, box=args.box, s3fd_weights=args.s3fd_weights, pads=args.pads,
-      smooth_window=args.smooth_window, no_face=args.no_face, image_size=args.size, fps=args.fps,
+      crop=crop, s3fd_weights=args.s3fd_weights, image_size=args.size, fps=args.fps,
       window=args.window, jpeg_quality=args.jpeg_quality, keep_silent=args.keep_silent,
       silence_dbfs=args.silence_dbfs)
   summary = prepare(args.input, args.out_dir, options, num_workers=args.num_workers,

@@ -164,18 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   elif pathlib.Path(args.out).suffix.lower() not in VIDEO_SUFFIXES:
     parser.error(f"--out must end in one of {', '.join(VIDEO_SUFFIXES)}, got {args.out!r}")
 
+  from data_pipelines import face_crops
   from diff2lip_jax import inference
   try:
     crop = inference.parse_crop(args.crop, pads=_ints(args.pads, 4, "--pads"),
                                 smooth_window=args.smooth_window, no_face=args.no_face,
                                 detector_batch_size=args.face_det_batch_size)
-    detector = None
-    if crop.kind == "s3fd":
-      if not args.s3fd_weights:
-        raise ValueError("--crop s3fd needs --s3fd_weights s3fd.pth (the S3FD face detector "
-                         "checkpoint); or use --crop voxceleb2 / --crop box X1,Y1,X2,Y2")
-      from data_pipelines.face_detection import FaceDetector
-      detector = FaceDetector.from_checkpoint(args.s3fd_weights)
+    detector = face_crops.load_detector(crop, args.s3fd_weights)
     sampler = inference.Diff2LipSampler.from_checkpoint(
         args.checkpoint, respacing=args.respacing, use_ddim=False if args.ddpm else None,
         eta=args.eta, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype)

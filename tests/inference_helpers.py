@@ -58,6 +58,36 @@ def tiny_checkpoint() -> str:
   return str(directory)
 
 
+def reference_crops(params, config, frames, refs, mels, respacing: str, seed: int,
+                    batch_size: int) -> np.ndarray:
+  """The reference inference written out over ``sampling.make_sampler`` (DDIM, eta 0): chunks of
+  ``batch_size`` (the last padded with its last frame), the seed's noise image in every
+  frame's masked half, ``to_uint8(x0*mask + img*(1-mask))``; what the trainer's grids and the
+  lip-sync score computed before ``Diff2LipSampler`` took them over."""
+  import jax
+  from diff2lip_jax import sampling
+  from diff2lip_jax.diffusion import create_diffusion
+  from diff2lip_jax.models import create_model
+  run = sampling.make_sampler(create_model(config.model),
+                              create_diffusion(config.diffusion, timestep_respacing=respacing))
+  size = frames.shape[1]
+  noise = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (size, size, 3)))
+  noise = np.broadcast_to(noise, (batch_size, size, size, 3))
+  mask = np.asarray(sampling.lower_half_mask(batch_size, size))
+  out = []
+  for start in range(0, len(frames), batch_size):
+    stop = min(start + batch_size, len(frames))
+    chunk = lambda a: np.concatenate([a[start:stop], np.repeat(a[stop - 1:stop],
+                                                               batch_size - (stop - start), 0)])
+    img = chunk(frames).astype(np.float32) / 127.5 - 1.0
+    ref = chunk(refs).astype(np.float32) / 127.5 - 1.0
+    x0 = np.asarray(run(params, noise, sampling.masked_condition(img, mask, noise), mask, ref,
+                        chunk(mels), None))
+    shown = (x0 * mask + img * (1.0 - mask) + 1.0) * 127.5
+    out.append(np.clip(np.round(shown), 0, 255).astype(np.uint8)[:stop - start])
+  return np.concatenate(out)
+
+
 def face_clip(seed: int, num_frames: int, full: int = FULL):
   return synthetic.generate_clip(seed, num_frames=num_frames, image_size=32,
                                  full_frame_size=full, noise_std=0.0)

@@ -1,8 +1,9 @@
-"""Face crops: VoxCeleb2 crop box, crop + resize, paste back."""
+"""Face crops: VoxCeleb2 crop box, crop + resize, paste back; the crop spec and per-frame boxes."""
 import numpy as np
 import pytest
 
-from data_pipelines import crops
+from data_pipelines import crops, face_crops
+from data_pipelines.face_detection import NoFaceError
 
 try:
   import cv2
@@ -116,3 +117,73 @@ def test_invalid_boxes_are_reported_with_frame_indices():
     crops.crop_and_resize(frames, boxes[:2])
   with pytest.raises(ValueError, match="resize method"):
     crops.crop_and_resize(frames, [0, 0, 10, 10], method="cubic")
+
+
+def test_crop_uint8_rounds_half_to_even_and_clips():
+  frames = np.array([[[[0.5], [1.5]], [[2.5], [300.0]]]], np.float32)  # [1, 2, 2, 1]
+  out = crops.crop_uint8(frames, [0, 0, 2, 2], size=2, method="bilinear")
+  assert out.dtype == np.uint8 and out[0, :, :, 0].tolist() == [[0, 2], [2, 255]]
+
+
+def test_parse_crop_and_its_errors():
+  assert face_crops.parse_crop("voxceleb2") == face_crops.CropSpec()
+  assert face_crops.parse_crop(["box", "1,", "2,3", "4"]).box == (1, 2, 3, 4)
+  spec = face_crops.parse_crop("s3fd", pads=[0, 10, 0, 0], no_face="nearest")
+  assert spec.pads == (0, 10, 0, 0) and spec.needs_detector and spec.lookahead == 4
+  assert face_crops.parse_crop("box 0,0,5,5").lookahead == 0
+  for words, message in [("", "empty crop"), ("box 1,2,3", "four integers"),
+                         ("box a,b,c,d", "four integers"), ("box 5,0,5,9", "0 <= x1 < x2"),
+                         ("s3fd 1", "takes no values"), ("dlib", "must be one of")]:
+    with pytest.raises(face_crops.CropError, match=message):
+      face_crops.parse_crop(words)
+  with pytest.raises(face_crops.CropError, match="needs box"):
+    face_crops.CropSpec("box")
+  with pytest.raises(face_crops.CropError, match="no_face"):
+    face_crops.CropSpec("s3fd", no_face="skip")
+  with pytest.raises(face_crops.CropError, match="pads"):
+    face_crops.CropSpec("s3fd", pads=(1, 2))
+  assert issubclass(face_crops.CropError, ValueError)
+
+
+def test_fixed_crops_give_one_box_per_frame():
+  boxes = face_crops.frame_boxes(face_crops.CropSpec(), (224, 224), 3)
+  assert boxes.dtype == np.int64 and boxes.tolist() == [[50, 0, 174, 158]] * 3
+  box = face_crops.CropSpec("box", box=(2, 4, 30, 40))
+  assert face_crops.frame_boxes(box, (40, 30), 2).tolist() == [[2, 4, 30, 40]] * 2
+  with pytest.raises(face_crops.CropError, match=r"v.mp4: crop box \(2, 4, 30, 40\) lies "
+                     "outside the 29x40 frames"):
+    face_crops.frame_boxes(box, (40, 29), 2, source="v.mp4")
+
+
+def _detections(boxes):
+  return [np.zeros((0, 5)) if b is None else np.array([list(b) + [0.9]], float) for b in boxes]
+
+
+def test_detected_boxes_pads_smoothing_and_missing_faces():
+  spec = face_crops.CropSpec("s3fd", pads=(1, 2, 3, 4), smooth_window=2)
+  dets = _detections([(10, 10, 20, 20), (12, 10, 22, 20), (14, 10, 24, 20)])
+  boxes = face_crops.frame_boxes(spec, (100, 100), 5, dets)
+  # Pads (top 1, bottom 2, left 3, right 4); box i = int(mean of boxes i, i+1), the last window
+  # anchored at the end; frames past the detections repeat the last box.
+  padded = np.array([[7, 9, 24, 22], [9, 9, 26, 22], [11, 9, 28, 22]])
+  want = [list((padded[0] + padded[1]) // 2)]
+  last = (padded[1] + padded[2]) // 2
+  want += [list(last), list((last + padded[2]) // 2)]
+  assert boxes.tolist() == want + [want[-1]] * 2
+  missing = _detections([(10, 10, 20, 20), None, (10, 10, 20, 20), None, None])
+  with pytest.raises(NoFaceError, match=r"^clip.mp4: no face detected in 3 of 5 frames .*1, 3-4"):
+    face_crops.frame_boxes(spec, (100, 100), 5, missing, source="clip.mp4")
+  # Frames past the needed ones only feed the smoothing: a face missing there ends them.
+  ended = face_crops.frame_boxes(face_crops.CropSpec("s3fd"), (100, 100), 5, missing[:3] + [
+      missing[0], missing[1]], needed=1)
+  assert ended.tolist() == [[10, 10, 20, 20]] * 5
+  filled = face_crops.CropSpec("s3fd", no_face="nearest", smooth_window=1)
+  assert face_crops.frame_boxes(filled, (100, 100), 5, missing).tolist() == [[10, 10, 20, 20]] * 5
+  with pytest.raises(face_crops.CropError, match="detections"):
+    face_crops.frame_boxes(filled, (100, 100), 5)
+
+
+def test_only_s3fd_crops_load_a_detector():
+  assert face_crops.load_detector(face_crops.CropSpec(), None) is None
+  with pytest.raises(face_crops.CropError, match="needs --s3fd_weights"):
+    face_crops.load_detector(face_crops.CropSpec("s3fd"), None)

@@ -8,14 +8,12 @@ import pytest
 
 from data_pipelines import audio, video_io
 from data_pipelines.face_detection import NoFaceError
-from diff2lip_jax import checkpoints, generation, inference, sampling
-from diff2lip_jax.diffusion import create_diffusion
-from diff2lip_jax.models import create_model
+from diff2lip_jax import checkpoints, inference
 from tests import reference
 from tests.inference_helpers import (BATCH, FULL, RESPACING, StubDetector, face_clip,
                                      lossless_round_trip, mouth_region_mask, random_params,
-                                     tiny_checkpoint, tiny_config, voxceleb2_box,
-                                     write_face_video, write_wav)
+                                     reference_crops, tiny_checkpoint, tiny_config,
+                                     voxceleb2_box, write_face_video, write_wav)
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +49,13 @@ def test_generate_matches_the_trainer_path_and_is_batch_independent(sampler):
   np.testing.assert_array_equal(crops[:, :16], frames[:, :16])  # unmasked upper half
   assert np.abs(crops[:, 16:].astype(int) - frames[:, 16:]).mean() > 5
   params, config = checkpoints.load_inference_checkpoint(tiny_checkpoint())
-  run = sampling.make_sampler(create_model(config.model),
-                              create_diffusion(config.diffusion, timestep_respacing=RESPACING))
-  expected = generation.lip_sync_crops(run, params, frames, mel, seed=7, batch_size=BATCH)
-  assert np.abs(crops.astype(int) - expected).max() <= 1  # float rounding at .5 only
+  expected = reference_crops(params, config, frames, frames, mels, RESPACING, seed=7,
+                             batch_size=BATCH)
+  np.testing.assert_array_equal(crops, expected)
+  # A whole clip driven by its spectrogram: frames without a full mel window are dropped.
+  np.testing.assert_array_equal(sampler.lip_sync_crops(clip.frames, mel), crops)
+  with pytest.raises(inference.InferenceInputError, match="0.2 s of audio"):
+    sampler.lip_sync_crops(clip.frames, mel[:15])
   split = np.concatenate([sampler.generate(frames[:5], frames[:5], mels[:5]),
                           sampler.generate(frames[5:], frames[5:], mels[5:])])
   np.testing.assert_array_equal(split, crops)
@@ -89,6 +90,33 @@ def face_video(tmp_path_factory):
   path = write_face_video(directory / "face.mp4", clip)
   decoded, _ = video_io.read_video(path)
   return path, decoded, clip
+
+
+def test_scan_and_frame_plan(face_video, tmp_path):
+  video, decoded, _ = face_video
+  s3fd = inference.parse_crop("s3fd", pads=(0, 4, 0, 0))
+  scan = inference.scan_video(str(video), s3fd, detector=StubDetector(), max_frames=12,
+                              cache_dir=str(tmp_path))
+  assert scan.count == 12 and scan.frame_size == (FULL, FULL) and len(scan.detections) == 12
+  np.testing.assert_array_equal(scan.first, decoded[0])
+  np.testing.assert_array_equal(scan.cache, decoded[:12])
+  np.testing.assert_array_equal(inference.frame_at(str(video), scan, 5), decoded[5])
+  # Longer audio and loop_video: the cached frames play back and forth.
+  plan = inference.FramePlan.create(str(video), scan, s3fd, audio_frames=20, loop_video=True)
+  assert plan.looped and plan.total == 20 and plan.boxes.tolist() == [[20, 4, 76, 72]] * 12
+  ks, frames = zip(*plan.chunks(8))
+  assert [k.tolist() for k in ks] == [list(range(8)), list(range(8, 16)), list(range(16, 20))]
+  source = inference.pingpong_index(np.arange(20), 12)
+  np.testing.assert_array_equal(np.concatenate(frames), decoded[source])
+  assert [f for _, f in plan.chunks(8, pixels=False)] == [None] * 3
+  # Without a cache, the second pass decodes again and stops at the shorter of the two.
+  fixed = inference.CropSpec()
+  scan = inference.scan_video(str(video), fixed, max_frames=12)
+  assert scan.detections is None and scan.cache is None
+  np.testing.assert_array_equal(inference.frame_at(str(video), scan, 5), decoded[5])
+  plan = inference.FramePlan.create(str(video), scan, fixed, audio_frames=30, loop_video=False)
+  assert not plan.looped and plan.total == 12
+  np.testing.assert_array_equal(np.concatenate([f for _, f in plan.chunks(5)]), decoded[:12])
 
 
 def test_cross_mode_regenerates_only_the_mouth_and_plays(sampler, face_video, tmp_path):
@@ -236,14 +264,12 @@ def test_ddpm_and_bfloat16_samplers(face_video):
 
 
 def test_background_iteration_reraises_and_stops_with_its_consumer():
-  from diff2lip_jax.inference import pipeline as video_pipeline
-
   def failing():
     yield 1
     yield 2
     raise OSError("disk full")
 
-  items = video_pipeline._in_background(failing())
+  items = inference.in_background(failing())
   assert [next(items), next(items)] == [1, 2]
   with pytest.raises(OSError, match="disk full"):
     next(items)
@@ -254,7 +280,7 @@ def test_background_iteration_reraises_and_stops_with_its_consumer():
       produced.append(len(produced))
       yield produced[-1]
 
-  items = video_pipeline._in_background(endless(), depth=2)
+  items = inference.in_background(endless(), depth=2)
   assert next(items) == 0
   items.close()  # stops and joins the worker
   assert len(produced) <= 5

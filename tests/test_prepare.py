@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import audio, input_pipeline, prepare, shards, synthetic, video_io
+from data_pipelines.face_crops import CropSpec
 
 NUM_FRAMES = 40
 FULL_SIZE = 160  # synthetic full frames whose VoxCeleb2 crop is the 128x128 face crop
@@ -193,14 +194,18 @@ def test_filelist_box_crop_and_worker_processes(synthetic_videos, tmp_path):
   bad_out = tmp_path / "bad"
   prepare.main(common + ["--box", "0,0,500,100", "--out_dir", str(bad_out), "--num_workers", "0"])
   reasons = _failures(bad_out)
-  assert len(reasons) == 2 and all("invalid boxes" in r for r in reasons.values())
+  assert len(reasons) == 2 and all("crop box (0, 0, 500, 100) lies outside the 160x160 frames"
+                                    in r for r in reasons.values())
 
 
 def test_s3fd_needs_weights_and_help_explains_every_flag(tmp_path):
   with pytest.raises(FileNotFoundError, match="s3fd_weights"):
-    prepare.prepare(str(tmp_path), str(tmp_path / "o"), prepare.PrepareOptions(crop="s3fd"))
+    prepare.prepare(str(tmp_path), str(tmp_path / "o"), prepare.PrepareOptions(crop=CropSpec("s3fd")))
   with pytest.raises(SystemExit):
     prepare.main(["--input", "x", "--out_dir", "y", "--box", "1,2,3"])
+  for crop in (["--crop", "box"], ["--crop", "box", "--box", "5,0,5,10"]):  # no box, empty box
+    with pytest.raises(SystemExit):
+      prepare.main(["--input", "x", "--out_dir", "y"] + crop)
   parser = prepare.build_parser()
   flags = [a for a in parser._actions if a.option_strings and a.dest != "help"]
   assert all(a.help and len(a.help) > 10 for a in flags)
@@ -229,11 +234,11 @@ class _StubDetector:
 def test_face_detector_boxes_and_missing_face_policy(synthetic_videos):
   videos, _ = synthetic_videos
   path = str(videos / "clip_00000.mp4")
-  options = prepare.PrepareOptions(crop="s3fd", pads=(0, 10, 0, 0))
+  options = prepare.PrepareOptions(crop=CropSpec("s3fd", pads=(0, 10, 0, 0)))
   record = shards.parse_clip(prepare.process_video(path, "c", options, _StubDetector()))
   # Detection (40, 10, 120, 100) plus 10 px at the bottom, constant so smoothing keeps it.
   np.testing.assert_array_equal(record.boxes, np.tile([40, 10, 120, 110], (NUM_FRAMES, 1)))
   with pytest.raises(ValueError, match="no face detected in 1 of 40 frames.*3"):
     prepare.process_video(path, "c", options, _StubDetector(missing=[3]))
-  filled = prepare.PrepareOptions(crop="s3fd", no_face="nearest")
+  filled = prepare.PrepareOptions(crop=CropSpec("s3fd", no_face="nearest"))
   assert shards.parse_clip(prepare.process_video(path, "c", filled, _StubDetector([3]))).num_frames == 40

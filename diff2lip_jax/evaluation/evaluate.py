@@ -118,11 +118,6 @@ def _image_metrics():
   return metrics
 
 
-def _face_crops(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-  from data_pipelines import crops
-  return np.clip(np.round(crops.crop_and_resize(frames, boxes, CROP_SIZE)), 0, 255).astype(np.uint8)
-
-
 def _reference_frames(chunks, pending: list, count: int) -> np.ndarray:
   """Next ``count`` frames (fewer at the end) of a chunk iterator, via the ``pending`` buffer."""
   while sum(len(p) for p in pending) < count:
@@ -144,22 +139,22 @@ def evaluate_video(generated: str, reference: str | None, *, crop, detector=None
 
   Only the 96x96 face crops of the generated video are kept (for LSE and sync_r).
   """
-  from data_pipelines import audio, video_io
-  from diff2lip_jax.inference import pipeline
+  from data_pipelines import audio, crops, face_crops, video_io
+  from diff2lip_jax.inference.scan import scan_video
   boxes = None
-  if crop.kind == "s3fd":
-    scan = pipeline._scan(generated, None, detector, crop, None, False)
-    boxes = pipeline._frame_boxes(scan, crop, scan.count, generated)
+  if crop.needs_detector:  # a first pass finds the faces of every frame
+    scan = scan_video(generated, crop, detector=detector)
+    boxes = face_crops.frame_boxes(crop, scan.frame_size, scan.count, scan.detections,
+                                   source=generated)
   image_metrics = image_metrics or _image_metrics()
   chunks_r = video_io.iter_video_chunks(reference, fps=FPS, chunk_size=64) if reference else None
   psnr, ssim, faces, pending, count = [], [], [], [], 0
   for chunk in video_io.iter_video_chunks(generated, fps=FPS, chunk_size=64):
     h, w = chunk.shape[1:3]
     if boxes is None:  # one fixed box: the frame size is known from the first chunk
-      boxes = pipeline._frame_boxes(pipeline._Scan(1, h, w, chunk[0], None, None), crop, 1,
-                                    generated)
+      boxes = face_crops.frame_boxes(crop, (h, w), 1, source=generated)
     chunk_boxes = boxes[np.minimum(np.arange(count, count + len(chunk)), len(boxes) - 1)]
-    face = _face_crops(chunk, chunk_boxes)
+    face = crops.crop_uint8(chunk, chunk_boxes, CROP_SIZE)
     faces.append(face)
     count += len(chunk)
     if chunks_r is None:
@@ -175,7 +170,7 @@ def evaluate_video(generated: str, reference: str | None, *, crop, detector=None
       common_h, common_w = min(h, ref.shape[1]), min(w, ref.shape[2])  # even-size padding
       ref, chunk = ref[:, :common_h, :common_w], chunk[:, :common_h, :common_w]
     if region == "face":
-      a, b = face[:n], _face_crops(ref, chunk_boxes[:n])
+      a, b = face[:n], crops.crop_uint8(ref, chunk_boxes[:n], CROP_SIZE)
     else:
       a, b = chunk[:n], ref
     p, s = image_metrics(a, b)
@@ -273,15 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   pairs += list(zip(args.generated, args.reference or [None] * len(args.generated)))
   if not pairs:
     parser.error("give --generated videos or --pairs")
-  from diff2lip_jax import inference
+  from data_pipelines import face_crops
   try:
-    crop = inference.parse_crop(args.crop)
-    detector = None
-    if crop.kind == "s3fd":
-      if not args.s3fd_weights:
-        raise ValueError("--crop s3fd needs --s3fd_weights s3fd.pth")
-      from data_pipelines.face_detection import FaceDetector
-      detector = FaceDetector.from_checkpoint(args.s3fd_weights)
+    crop = face_crops.parse_crop(args.crop)
+    detector = face_crops.load_detector(crop, args.s3fd_weights)
     scorer = SyncNetScorer(args.syncnet) if args.syncnet else None
   except (ValueError, OSError) as error:
     print(f"error: {error}", file=sys.stderr)

@@ -31,17 +31,18 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def score(params, config, num_clips: int = 8, num_frames: int = 50, respacing: str = "ddim10",
           seed: int = 0, batch_size: int = 25) -> dict:
-  """Generates the cross-driven clips and returns the correlation report."""
+  """Generates the cross-driven clips and returns the correlation report.
+
+  The sampler is DDIM (eta 0) with ``respacing``, the config's ``sampling.seed`` noise image
+  shared by all frames, ``batch_size`` frames per call.
+  """
   from data_pipelines import audio, synthetic
-  from diff2lip_jax import generation
-  from diff2lip_jax.diffusion import sampling
-  from diff2lip_jax.diffusion import create_diffusion
-  from diff2lip_jax.models import create_model
+  from diff2lip_jax.inference import Diff2LipSampler
 
   size = int(config.model.image_size)
-  model = create_model(config.model)
-  sampler = sampling.make_sampler(model, create_diffusion(config.diffusion,
-                                                          timestep_respacing=respacing))
+  sampler = Diff2LipSampler(params, config, respacing=respacing, use_ddim=True, eta=0.0,
+                            clip_denoised=True, seed=int(config.sampling.seed),
+                            batch_size=batch_size, check=False)
   report = {"num_clips": num_clips, "num_frames": num_frames, "respacing": respacing,
             "image_size": size}
   for label, zero in (("audio", False), ("zeroed_audio", True)):
@@ -51,8 +52,7 @@ def score(params, config, num_clips: int = 8, num_frames: int = 50, respacing: s
       face = synthetic.generate_clip(base, num_frames=num_frames, image_size=size)
       driver = synthetic.generate_clip(base + 1, num_frames=num_frames, image_size=size)
       wav = np.zeros_like(driver.wav) if zero else driver.wav
-      crops = generation.lip_sync_crops(sampler, params, face.frames, audio.melspectrogram(wav),
-                                        seed=int(config.sampling.seed), batch_size=batch_size)
+      crops = sampler.lip_sync_crops(face.frames, audio.melspectrogram(wav))
       measured = synthetic.measure_mouth_opening(crops)
       truth = driver.mouth_opening[:len(measured)]
       per_clip.append(_pearson(measured, truth))

@@ -1,4 +1,12 @@
-"""Lip-sync inference: a jitted face-crop sampler (the notebook API) and the video pipeline.
+"""The face-crop sampler: a Diff2Lip model with a jitted sampler, applied to batches of crops.
+
+The one face-crop sampler of the package: the sampling CLI and video pipeline, the notebook,
+the trainer's image grids and demo video and ``lipsync_score`` use :class:`Diff2LipSampler`
+(``evaluate`` scores the videos it makes). It runs the
+reverse diffusion of ``diffusion.sampling`` (one ``lax`` loop, jitted once per setting) and
+follows the reference inference (``generate.py``): one seeded noise image shared by all
+frames, the masked lower half of each crop filled with that noise as the condition, and
+``sample*mask + (1-mask)*frame`` as the result.
 
 Notebook use::
 
@@ -6,11 +14,6 @@ Notebook use::
     sampler = inference.Diff2LipSampler.from_checkpoint("runs/synthetic", respacing="ddim10")
     mels = inference.mel_windows(mel, 0, len(frames))          # [N, 80, 16]
     crops = sampler.generate(frames, refs, mels)                 # uint8 [N, S, S, 3]
-
-Whole videos: :func:`lip_sync_video` (what ``python -m diff2lip_jax.sample`` runs) streams the
-video in chunks (decode -> crop -> sample -> paste -> encode) and follows the reference
-inference (``generate.py``): per-frame mel windows, one seeded noise image shared by all frames,
-the ``cross`` / ``reconstruction`` inputs and ``gt`` / ``first_frame`` / ``random`` references.
 """
 from __future__ import annotations
 
@@ -23,11 +26,8 @@ import ml_collections
 import numpy as np
 
 from data_pipelines import audio as audio_lib
-from diff2lip_jax import checkpoints, config_utils, generation
-from diff2lip_jax.diffusion import sampling
-from diff2lip_jax.diffusion import create_diffusion
-from diff2lip_jax import models
-from diff2lip_jax.models import create_model
+from diff2lip_jax import checkpoints, config_utils, models
+from diff2lip_jax.diffusion import create_diffusion, sampling
 
 
 class InferenceInputError(ValueError):
@@ -42,51 +42,63 @@ def check_params(params: Any, model_config: Any) -> None:
     raise checkpoints.CheckpointError(str(error)) from None
 
 
+def to_model_range(frames: np.ndarray) -> np.ndarray:
+  """uint8 pixels -> float32 ``x / 127.5 - 1`` in [-1, 1], on the host.
+
+  True division, as the trainer's grids and the lip-sync score always computed it. (The
+  input pipeline's ``to_model_range`` multiplies by ``1/127.5``, which differs by one ulp
+  for 111 of the 256 values: enough to change 14 of 2.3 M pixels of the lip-sync score's
+  crops, so its score would no longer be reproduced exactly.)
+  """
+  return np.asarray(frames).astype(np.float32) / 127.5 - 1.0
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+  """Model-range images in [-1, 1] -> uint8 pixels ``round((x + 1) * 127.5)``, clipped."""
+  scaled = (np.asarray(images, np.float32) + 1.0) * 127.5
+  return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
+def shared_noise(seed: int, image_size: int) -> np.ndarray:
+  """The one ``[S, S, 3]`` noise image every frame starts from (reference ``sampling_seed``)."""
+  return np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (image_size, image_size, 3)))
+
+
 @functools.lru_cache(maxsize=8)
-def _compiled_generate(model_json: str, diffusion_json: str, respacing: str, use_ddim: bool,
-                       clip_denoised: bool, eta: float):
-  """One jitted function per model/sampler setting, so rebuilding a sampler reuses it."""
-  model_config = config_utils.config_from_json(model_json)
-  model = create_model(model_config)
+def _compiled_sampler(model_json: str, diffusion_json: str, respacing: str, use_ddim: bool,
+                      clip_denoised: bool, eta: float):
+  """One ``sampling.make_sampler`` per model/sampler setting: rebuilt samplers reuse its jit."""
+  model = models.create_model(config_utils.config_from_json(model_json))
   diffusion = create_diffusion(config_utils.config_from_json(diffusion_json),
                                timestep_respacing=respacing)
-  use_ref, use_audio = bool(model_config.use_ref), bool(model_config.use_audio)
-
-  @jax.jit
-  def run(params, frames, refs, mels, noise, mask, rng):
-    img = frames.astype(jnp.float32) / 127.5 - 1.0
-    cond = sampling.masked_condition(img, mask, noise)
-    x0 = sampling.sample(
-        model, params, diffusion, noise=noise, cond_img=cond, mask=mask,
-        ref_img=refs.astype(jnp.float32) / 127.5 - 1.0 if use_ref else None,
-        indiv_mels=mels if use_audio else None, rng=rng, use_ddim=use_ddim,
-        clip_denoised=clip_denoised, eta=eta)
-    generated = jnp.clip(jnp.round((x0 + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
-    # Outside the mask the input pixels come back unchanged (the reference's
-    # sample*mask + (1-mask)*img, without a float round trip).
-    return jnp.where(mask > 0, generated, frames)
-
-  return run
+  return sampling.make_sampler(model, diffusion, use_ddim=use_ddim,
+                               clip_denoised=clip_denoised, eta=eta)
 
 
 class PendingCrops:
   """Result of :meth:`Diff2LipSampler.submit`; the device works until :meth:`result`."""
 
-  def __init__(self, array: jax.Array, count: int):
-    self._array, self.count = array, count
+  def __init__(self, x0: jax.Array, frames: np.ndarray, mask: np.ndarray, count: int):
+    self._x0, self._frames, self._mask, self.count = x0, frames, mask, count
 
   def result(self) -> np.ndarray:
-    return np.asarray(self._array)[:self.count]
+    """uint8 ``[count, S, S, 3]``: the sample under the mask, the input frame elsewhere."""
+    x0 = np.asarray(self._x0)[:self.count]
+    # Equals to_uint8(x0*mask + img*(1-mask)) of the reference, without the float round trip
+    # of the unmasked pixels (which give the input pixels back exactly).
+    return np.where(self._mask[:self.count] > 0, to_uint8(x0), self._frames[:self.count])
 
 
 class Diff2LipSampler:
   """A Diff2Lip model with a jitted sampler, built once and applied to batches of face crops.
 
-  Settings default to the checkpoint's ``config.sampling`` (respacing, DDIM/DDPM, eta, seed,
-  batch size); keyword arguments override them. Every call is padded to ``batch_size`` frames,
-  so the sampler compiles once. All frames start from one noise image drawn from ``seed``
-  (the reference's ``sampling_seed``), so results do not depend on how frames are batched
-  (except DDPM/eta > 0, which also draw fresh noise per call).
+  Settings default to the config's ``sampling`` section (respacing, DDIM/DDPM, eta, seed,
+  batch size); keyword arguments override them. Every call is padded to ``batch_size`` frames
+  (repeating the last frame), so the sampler compiles once. All frames start from one noise
+  image drawn from ``seed`` (the reference's ``sampling_seed``), so results do not depend on
+  how frames are batched (except DDPM/eta > 0, which also draw fresh noise per call).
+  Built from ``(params, config)`` (a training run's config works; ``check=False`` skips the
+  parameter shape check) or :meth:`from_checkpoint`.
   """
 
   def __init__(self, params: Any, config: ml_collections.ConfigDict, *,
@@ -113,16 +125,19 @@ class Diff2LipSampler:
     self.config = config
     self.image_size = int(config.model.image_size)
     self.use_ref = bool(config.model.get("use_ref", True))
+    self.use_audio = bool(config.model.get("use_audio", True))
     self.nrefer = max(1, int(config.model.get("nrefer", 1)))
     self.face_hide_percentage = float(config.model.get("face_hide_percentage", 0.5))
-    self._run = _compiled_generate(config_utils.config_to_json(config.model),
-                                   config_utils.config_to_json(config.diffusion),
-                                   self.respacing, self.use_ddim, self.clip_denoised, self.eta)
+    self._run = _compiled_sampler(config_utils.config_to_json(config.model),
+                                  config_utils.config_to_json(config.diffusion),
+                                  self.respacing, self.use_ddim, self.clip_denoised, self.eta)
     self.params = jax.device_put(params)
     size, batch = self.image_size, self.batch_size
-    self._noise = jnp.broadcast_to(jnp.asarray(generation.shared_noise(self.seed, size)),
-                                   (batch, size, size, 3))
-    self._mask = sampling.lower_half_mask(batch, size, self.face_hide_percentage)
+    self._noise = np.broadcast_to(shared_noise(self.seed, size), (batch, size, size, 3))
+    self._noise_device = jnp.asarray(self._noise)
+    # [batch, S, S, 1]: 1 on the rows the model regenerates (the lower half by default).
+    self.mask = np.asarray(sampling.lower_half_mask(batch, size, self.face_hide_percentage))
+    self._mask_device = jnp.asarray(self.mask)
     self._rng = jax.random.PRNGKey(rng_seed)
 
   @classmethod
@@ -162,10 +177,16 @@ class Diff2LipSampler:
     if not 0 < count <= self.batch_size:
       raise InferenceInputError(f"submit takes 1..{self.batch_size} frames, got {count}")
     pad = lambda a: np.concatenate([a, np.repeat(a[-1:], self.batch_size - count, 0)], 0)
+    frames = pad(frames)
+    # The condition is built on the host, as the reference does (and bit for bit as the
+    # trainer's grids and the lip-sync score always did).
+    cond = sampling.masked_condition(to_model_range(frames), self.mask, self._noise)
+    ref_img = jnp.asarray(to_model_range(pad(refs))) if self.use_ref else None
+    indiv_mels = jnp.asarray(pad(mels)) if self.use_audio else None
     self._rng, key = jax.random.split(self._rng)
-    out = self._run(self.params, pad(frames), pad(refs), pad(mels), self._noise, self._mask,
-                    key)
-    return PendingCrops(out, count)
+    x0 = self._run(self.params, self._noise_device, jnp.asarray(cond), self._mask_device,
+                   ref_img, indiv_mels, key)
+    return PendingCrops(x0, frames, self.mask, count)
 
   def generate(self, frames: np.ndarray, refs: np.ndarray, mels: np.ndarray) -> np.ndarray:
     """Regenerates the lower half of each face crop so that it follows its mel window.
@@ -186,3 +207,26 @@ class Diff2LipSampler:
     if not pending:
       return np.zeros((0,) + frames.shape[1:], np.uint8)
     return np.concatenate([p.result() for p in pending])
+
+  def lip_sync_crops(self, frames: np.ndarray, mel: np.ndarray,
+                     refs: np.ndarray | None = None) -> np.ndarray:
+    """The face crops of a clip, driven by a whole mel spectrogram (the reference inference).
+
+    Frame k gets the per-frame window of ``audio.frame_mel_windows``; frames whose window
+    runs past the audio are dropped.
+    Args:
+      frames: uint8 ``[T, S, S, 3]`` input face crops.
+      mel: ``[M, 80]`` mel spectrogram of the driving audio (80 rows per second).
+      refs: uint8 identity references like ``frames`` (default: the frames themselves, the
+        reference's ``cross`` mode).
+    Returns:
+      uint8 ``[N, S, S, 3]`` with ``N = min(T, frames with a full mel window)``.
+    """
+    windows = audio_lib.frame_mel_windows(mel, len(frames))
+    count = min(len(frames), len(windows))
+    if count == 0:
+      raise InferenceInputError(
+          f"no frame has a full 16-step mel window: the audio has {np.shape(mel)[0]} mel "
+          "steps (need at least 16, i.e. 0.2 s of audio)")
+    refs = frames if refs is None else refs
+    return self.generate(frames[:count], refs[:count], windows[:count])

@@ -3,15 +3,28 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Iterable
 
 import jax
 import ml_collections
 import numpy as np
 
-from diff2lip_jax import generation
-from diff2lip_jax.diffusion import sampling
-from diff2lip_jax.diffusion import create_diffusion
+from diff2lip_jax.inference import Diff2LipSampler, to_uint8
+
+# Shown in the masked-input panel where the model sees noise: the model's 0.0 as a pixel.
+MASKED_PIXEL = 128
+
+
+def image_grid(panels: Iterable[np.ndarray]) -> np.ndarray:
+  """Stacks ``[N, S, S, 3]`` uint8 panels: one grid row per frame, one column per panel."""
+  columns = [np.concatenate(list(panel), axis=0) for panel in panels]
+  return np.concatenate(columns, axis=1)
+
+
+def _pixels(images: np.ndarray) -> np.ndarray:
+  """Batch images as uint8 (the pipeline gives [-1, 1] floats, or uint8 pixels)."""
+  images = np.asarray(images)
+  return images if images.dtype == np.uint8 else to_uint8(images)
 
 
 def _write_png(path: str, image: np.ndarray) -> None:
@@ -36,7 +49,6 @@ class RunLogger:
       self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
     self._sample_shards = sample_shards
     self._sample_batch = None
-    self._sampler = None
 
   def scalars(self, step: int, metrics: dict[str, Any], **extra: float) -> None:
     values = {k: float(np.asarray(v)) for k, v in metrics.items() if np.ndim(v) == 0}
@@ -54,12 +66,13 @@ class RunLogger:
           f"{values['samples_per_s']:.1f} frames/s skipped_nonfinite="
           f"{int(values['nonfinite_steps'])}", flush=True)
 
-  def _get_sampler(self):
-    if self._sampler is None:
-      diffusion = create_diffusion(self.config.diffusion,
-                                   timestep_respacing=self.config.train.sample_respacing)
-      self._sampler = sampling.make_sampler(self.model, diffusion)
-    return self._sampler
+  def sampler(self, params: Any, batch_size: int) -> Diff2LipSampler:
+    """The face-crop sampler of grids and demos: DDIM (eta 0) with ``train.sample_respacing``,
+    starting from the noise image of ``sampling.seed``."""
+    return Diff2LipSampler(params, self.config, respacing=str(self.config.train.sample_respacing),
+                           use_ddim=True, eta=0.0, clip_denoised=True,
+                           seed=int(self.config.sampling.seed), batch_size=batch_size,
+                           check=False)
 
   def _fixed_batch(self) -> dict[str, np.ndarray]:
     if self._sample_batch is None:
@@ -72,45 +85,49 @@ class RunLogger:
       self._sample_batch = next(iterator)
     return self._sample_batch
 
+  def grid(self, params: Any, batch: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """uint8 grid: masked input | reference | generated | truth, one row per frame.
+
+    ``batch``: a training batch (``image``, ``ref_img`` ``[B, F, S, S, C]``, ``indiv_mels``
+    ``[B, F, 80, 16]``) whose first window is shown; default the run's fixed sample window.
+    """
+    batch = self._fixed_batch() if batch is None else batch
+    frames, refs = _pixels(batch["image"][0]), _pixels(batch["ref_img"][0])
+    sampler = self.sampler(params, batch_size=len(frames))
+    generated = sampler.generate(frames, refs, batch["indiv_mels"][0])
+    mask = sampler.mask[:len(frames)] > 0
+    masked_input = np.where(mask, np.uint8(MASKED_PIXEL), frames)
+    return image_grid([masked_input, refs[..., :3], generated, frames])
+
   def samples(self, step: int, params: Any, demo_video: bool = False) -> None:
-    """Grid: masked input | reference | generated | ground truth, one row per frame."""
-    batch = self._fixed_batch()
-    frames = generation.to_uint8(batch["image"][0])
-    refs = generation.to_uint8(batch["ref_img"][0])
-    mels = batch["indiv_mels"][0]
-    size, n = frames.shape[1], frames.shape[0]
-    sampler = self._get_sampler()
-    mask = np.asarray(sampling.lower_half_mask(n, size))
-    noise = np.broadcast_to(generation.shared_noise(int(self.config.sampling.seed), size),
-                            frames.shape).astype(np.float32)
-    img = generation.to_model_range(frames)
-    cond = sampling.masked_condition(img, mask, noise)
-    x0 = np.asarray(sampler(params, noise, cond, mask, generation.to_model_range(refs), mels,
-                            None))
-    generated = generation.to_uint8(x0 * mask + img * (1 - mask))
-    masked_input = generation.to_uint8(img * (1 - mask))
-    grid = generation.image_grid([masked_input, refs, generated, frames])
+    """Writes the grid (PNG and TensorBoard) and, if asked, the demo video."""
+    grid = self.grid(params)
     _write_png(os.path.join(self.sample_dir, f"grid_{step:07d}.png"), grid)
     self.writer.add_image("samples/masked|reference|generated|truth", grid, step,
                           dataformats="HWC")
     self.writer.flush()
-    if demo_video and self.config.data.synthetic_clips:
+    if demo_video:
       path = self.demo_video(step, params)
-      logging.info("demo video: %s", path)
+      if path is not None:
+        logging.info("demo video: %s", path)
 
-  def demo_video(self, step: int, params: Any) -> str:
-    """A held-out synthetic face driven by another clip's speech, written as mp4 with audio."""
+  def demo_video(self, step: int, params: Any) -> str | None:
+    """A held-out synthetic face driven by another clip's speech, written as mp4 with audio.
+
+    Side by side: the input face | the generated one. Returns the path, or None when there
+    is no demo (``train.demo_video_frames`` = 0, or no synthetic data).
+    """
     from data_pipelines import audio, synthetic, video_io
     from diff2lip_jax.training.data import EVAL_SEED_OFFSET
+    frames = int(self.config.train.get("demo_video_frames", 0) or 0)
+    if frames <= 0 or not self.config.data.get("synthetic_clips"):
+      return None
     size = int(self.config.model.image_size)
-    frames = int(self.config.train.demo_video_frames)
     seed = int(self.config.data.synthetic_seed) + 2 * EVAL_SEED_OFFSET
     face = synthetic.generate_clip(seed, num_frames=frames, image_size=size)
     speech = synthetic.generate_clip(seed + 1, num_frames=frames, image_size=size)
-    out = generation.lip_sync_crops(self._get_sampler(), params, face.frames,
-                                    audio.melspectrogram(speech.wav),
-                                    seed=int(self.config.sampling.seed),
-                                    batch_size=int(self.config.sampling.batch_size))
+    sampler = self.sampler(params, batch_size=int(self.config.sampling.batch_size))
+    out = sampler.lip_sync_crops(face.frames, audio.melspectrogram(speech.wav))
     side_by_side = np.concatenate([face.frames[:len(out)], out], axis=2)
     path = os.path.join(self.sample_dir, f"demo_{step:07d}.mp4")
     video_io.write_video(path, side_by_side, fps=25, audio=speech.wav[:len(out) * 640],
