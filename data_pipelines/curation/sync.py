@@ -83,16 +83,12 @@ class EmbeddingSync:
                            float(result["min_dist"]), int(result["num_windows"]))
 
 
-def _rounded_crops(frames: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-  resized = crops_lib.crop_and_resize(frames, boxes, size)
-  return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
-
-
 def expert_crops(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
   """`[T, 96, 96, 3]` uint8: face boxes padded as Wav2Lip's preprocessing, resized."""
   height, width = np.shape(frames)[1:3]
   padded = video_boxes.pad_boxes(np.asarray(boxes), EXPERT_PADS, height, width)
-  return _rounded_crops(frames, padded, EXPERT_CROP_SIZE)
+  resized = crops_lib.crop_and_resize(frames, padded, EXPERT_CROP_SIZE)
+  return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
 
 
 class ExpertSync:
