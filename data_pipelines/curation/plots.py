@@ -66,7 +66,7 @@ def histogram_png(path: str | os.PathLike, series: dict[str, Sequence[float]],
   y0, y1 = HEIGHT - MARGIN["bottom"], MARGIN["top"]
   to_x = lambda v: x0 + (v - edges[0]) / (edges[-1] - edges[0]) * (x1 - x0)
   y_ticks = [t for t in nice_ticks(0, top, 6) if float(t).is_integer()] or [0, top]
-  scale = max(top, y_ticks[-1])
+  scale = 1.12 * max(top, y_ticks[-1])   # headroom for the legend
   to_y = lambda c: y0 - c / scale * (y0 - y1)
   small, large = _font(13), _font(16)
   for tick in y_ticks:
