@@ -42,16 +42,6 @@ def _inputs(clip: synthetic.SyntheticClip, name: str, lead: int, frames: int):
   return clip.frames[MARGIN:MARGIN + frames], boxes, wav
 
 
-def make_measurer(name: str, weights: str | None):
-  if name == "synthetic":
-    return sync.synthetic_measurer()
-  if not weights:
-    raise SystemExit(f"--measurer {name} needs --weights")
-  if name == "expert":
-    return sync.expert_measurer(weights)
-  return sync.syncnet_v2_measurer(weights)
-
-
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--measurer", choices=("synthetic", "expert", "syncnet_v2"),
@@ -63,7 +53,7 @@ def main(argv=None) -> int:
   parser.add_argument("--seed", type=int, default=50_000)
   parser.add_argument("--out", help="write every measurement as JSON here")
   args = parser.parse_args(argv)
-  measurer = make_measurer(args.measurer, args.weights)
+  measurer = sync.make_measurer(args.measurer, args.weights)
   rows, confusion = [], collections.defaultdict(collections.Counter)
   for index in range(args.clips):
     clip = synthetic.generate_clip(args.seed + index, args.frames + 2 * MARGIN,

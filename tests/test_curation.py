@@ -74,10 +74,13 @@ def test_mels_follow_the_shifted_waveform(source):
 def test_unrelated_audio_is_dropped_for_low_confidence(source):
   other = synthetic.generate_clip(22, 60)
   frames, _, boxes = _shifted(source, 0)
-  result = curate.curate_clip(frames, other.wav, boxes, config=NO_SCENES,
-                              measurer=sync.synthetic_measurer())
+  # No threshold configured: the measurer's default (1.5 for synthetic faces) applies.
+  defaults = curate.CurationConfig(scene_detection=False)
+  result = curate.curate_clip(frames, other.wav, boxes, config=defaults,
+                              measurer=sync.make_measurer("synthetic"))
   (seg,) = result.segments
   assert (seg.keep, seg.reason) == (False, "low_confidence") and seg.confidence < 1.5
+  assert seg.detail.endswith("< 1.5")
   with pytest.raises(ValueError, match="dropped"):
     curate.apply_segment(frames, other.wav, seg)
   strict = curate.CurationConfig(scene_detection=False, min_confidence=0.0, max_abs_offset=0)
@@ -173,6 +176,15 @@ def test_config_round_trip_and_clear_errors(source):
   with pytest.raises(ValueError, match="scores must be in"):
     curate.curate_clip(frames, wav, boxes, np.full(20, 2.0), config=NO_SCENES,
                        measurer=sync.synthetic_measurer())
+  # A measurer without a default threshold needs one in the configuration.
+  expert_like = sync.EmbeddingSync(sync.MouthOpeningEmbedder(), lambda f, b: f, "expert_like")
+  with pytest.raises(ValueError, match="set CurationConfig.min_confidence for the expert_like"):
+    curate.curate_clip(frames, wav, boxes, config=curate.CurationConfig(scene_detection=False),
+                       measurer=expert_like)
+  with pytest.raises(ValueError, match="needs weights"):
+    sync.make_measurer("syncnet_v2")
+  with pytest.raises(ValueError, match="must be one of"):
+    sync.make_measurer("lse")
   # Too little audio for one sync window: recorded, not raised.
   (seg,) = curate.curate_clip(frames, wav[:2000], boxes, config=curate.CurationConfig(
       scene_detection=False, min_frames=6), measurer=sync.synthetic_measurer()).segments

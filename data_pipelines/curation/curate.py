@@ -35,8 +35,9 @@ SCENE_POLICIES = ("split", "drop")
 
 @dataclasses.dataclass(frozen=True)
 class CurationConfig:
-  """Switches and thresholds (module docstring). `min_confidence` is on the measurer's scale:
-  3.0 suits syncnet_python's SyncNet (LatentSync's filter); choose it per measurer."""
+  """Switches and thresholds (module docstring). `min_confidence` is on the measurer's scale;
+  None takes the measurer's default (`syncnet_v2`: 3.0, LatentSync's filter; the Wav2Lip
+  expert has none, so it must be set for it)."""
   scene_detection: bool = True
   scene_policy: str = "split"
   scene: scene_cuts.SceneCutConfig = scene_cuts.SceneCutConfig()
@@ -48,7 +49,7 @@ class CurationConfig:
   min_frame_score: float = 0.0
   sync: bool = True
   vshift: int = 15
-  min_confidence: float = 3.0
+  min_confidence: float | None = None
   max_abs_offset: int = 15
   shift_audio: bool = True
   fps: float = sync_lib.FPS
@@ -132,6 +133,17 @@ class ClipCuration:
     return cls(**{**data, "segments": segments})
 
 
+def min_confidence(config: CurationConfig, measurer: sync_lib.SyncMeasurer) -> float:
+  """The confidence threshold in force: the configured one, else the measurer's default."""
+  if config.min_confidence is not None:
+    return float(config.min_confidence)
+  default = getattr(measurer, "default_min_confidence", None)
+  if default is None:
+    raise ValueError(f"set CurationConfig.min_confidence for the {measurer.name} measurer: its "
+                     "confidences are on their own scale (no default threshold)")
+  return float(default)
+
+
 def _check_inputs(frames: np.ndarray, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   frames, wav = np.asarray(frames), np.asarray(wav)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -174,9 +186,10 @@ def _sync_step(seg: SegmentDecision, frames: np.ndarray, wav: np.ndarray, boxes:
     seg.reason, seg.detail = "sync_failed", " ".join(str(error).split())
     return
   seg.offset, seg.confidence, seg.min_dist = result.offset, result.confidence, result.min_dist
-  if result.confidence < config.min_confidence:
+  threshold = min_confidence(config, measurer)
+  if result.confidence < threshold:
     seg.reason = "low_confidence"
-    seg.detail = f"confidence {result.confidence:.3f} < {config.min_confidence:g}"
+    seg.detail = f"confidence {result.confidence:.3f} < {threshold:g}"
   elif abs(result.offset) > config.max_abs_offset:
     seg.reason = "offset_out_of_range"
     seg.detail = f"|offset| {abs(result.offset)} > {config.max_abs_offset}"
@@ -216,8 +229,11 @@ def curate_clip(frames: np.ndarray, wav: np.ndarray, boxes: np.ndarray,
   frames, wav = _check_inputs(frames, wav)
   boxes, scores = faces.check_boxes(boxes, len(frames), scores)
   if config.sync and measurer is None:
-    raise ValueError("sync curation needs a measurer: sync_lib.syncnet_v2_measurer(syncnet_v2.model)"
-                     ", sync_lib.expert_measurer(lipsync_expert.pth) or CurationConfig(sync=False)")
+    raise ValueError("sync curation needs a measurer: data_pipelines.curation.sync."
+                     "make_measurer('syncnet_v2', 'syncnet_v2.model') (or 'expert' with "
+                     "lipsync_expert.pth), or CurationConfig(sync=False)")
+  if config.sync:
+    min_confidence(config, measurer)   # fail before any work when no threshold applies
   cuts = scene_cuts.detect_scene_cuts(frames, config.scene) if config.scene_detection else []
   result = ClipCuration(clip_id, len(frames), len(wav), cuts, [],
                         measurer.name if (config.sync and measurer) else None)

@@ -117,7 +117,8 @@ def _edges(values: list[float], marker: float | None, bins: int = 30) -> np.ndar
   return np.linspace(low, high, bins + 1)
 
 
-def _plots(clips: list[ClipCuration], out: pathlib.Path, config: CurationConfig | None) -> None:
+def _plots(clips: list[ClipCuration], out: pathlib.Path, config: CurationConfig | None,
+           confidence_threshold: float | None) -> None:
   segments = [s for c in clips for s in c.segments]
 
   def values(name: str, kept: bool) -> list[float]:
@@ -131,7 +132,7 @@ def _plots(clips: list[ClipCuration], out: pathlib.Path, config: CurationConfig 
                       xlabel="offset (frames at 25 fps; > 0: audio leads video)")
   for name, title, xlabel, marker in (
       ("confidence", "Sync confidence per shot", "confidence (median - min distance)",
-       config.min_confidence if config and config.sync else None),
+       confidence_threshold if config and config.sync else None),
       ("face_size", "Face size per shot", "median shorter face-box side (pixels)",
        config.min_face_size if config and config.face_filter else None)):
     kept, dropped = values(name, True), values(name, False)
@@ -141,8 +142,12 @@ def _plots(clips: list[ClipCuration], out: pathlib.Path, config: CurationConfig 
 
 
 def write_report(decisions: Iterable[ClipCuration | dict], out_dir: str | os.PathLike,
-                 config: CurationConfig | None = None) -> dict[str, Any]:
-  """Writes the report files (module docstring) into `out_dir` (created); returns the summary."""
+                 config: CurationConfig | None = None,
+                 confidence_threshold: float | None = None) -> dict[str, Any]:
+  """Writes the report files (module docstring) into `out_dir` (created); returns the summary.
+
+  `confidence_threshold` marks the confidence plot (default: `config.min_confidence`; pass
+  `curate.min_confidence(config, measurer)` when the measurer's default was used)."""
   clips = [_as_curation(d) for d in decisions]
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
@@ -151,7 +156,9 @@ def write_report(decisions: Iterable[ClipCuration | dict], out_dir: str | os.Pat
     summary["config"] = config.to_dict()
   _write_text(out / "decisions.jsonl", "".join(json.dumps(c.to_dict()) + "\n" for c in clips))
   _write_text(out / "dropped.csv", _dropped_csv(clips))
-  _plots(clips, out, config)
+  if confidence_threshold is None and config is not None:
+    confidence_threshold = config.min_confidence
+  _plots(clips, out, config, confidence_threshold)
   _write_text(out / "summary.txt", _summary_table(summary))
   _write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
   return summary

@@ -39,6 +39,8 @@ FPS = 25.0
 SAMPLE_RATE = 16000
 EXPERT_CROP_SIZE = 96
 EXPERT_PADS = (0, 10, 0, 0)      # Wav2Lip preprocessing: 10 px more below the chin
+SYNCNET_V2_MIN_CONFIDENCE = 3.0  # LatentSync drops clips under this syncnet_python confidence
+SYNTHETIC_MIN_CONFIDENCE = 1.5   # measured: synthetic clips 2.5-2.9 in sync, 0.3-1.3 dubbed
 
 CropFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -55,8 +57,10 @@ class SyncMeasurement:
 
 class SyncMeasurer(Protocol):
   """Measures one shot: frames `[T, H, W, 3]` uint8 RGB, face boxes `[T, 4]` (x1, y1, x2, y2,
-  every frame has one), `wav_16k [n]` (int16 or float in [-1, 1])."""
+  every frame has one), `wav_16k [n]` (int16 or float in [-1, 1]). `default_min_confidence`:
+  the confidence threshold to use when the configuration gives none (None: no default)."""
   name: str
+  default_min_confidence: float | None
 
   def measure(self, frames: np.ndarray, boxes: np.ndarray, wav_16k: np.ndarray,
               vshift: int = lse.VSHIFT) -> SyncMeasurement: ...
@@ -72,8 +76,10 @@ class Embedder(Protocol):
 class EmbeddingSync:
   """Crops -> per-window embeddings -> syncnet_python's offset search (`lse_from_embeddings`)."""
 
-  def __init__(self, embedder: Embedder, crop: CropFn, name: str):
+  def __init__(self, embedder: Embedder, crop: CropFn, name: str,
+               default_min_confidence: float | None = None):
     self.embedder, self.crop, self.name = embedder, crop, name
+    self.default_min_confidence = default_min_confidence
 
   def measure(self, frames: np.ndarray, boxes: np.ndarray, wav_16k: np.ndarray,
               vshift: int = lse.VSHIFT) -> SyncMeasurement:
@@ -93,8 +99,10 @@ def expert_crops(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 class ExpertSync:
   """The Wav2Lip-style expert through `evaluation.evaluate.SyncNetScorer.score` (same offset
-  search definition and sign as syncnet_python)."""
+  search definition and sign as syncnet_python). No default threshold: its confidences are
+  on the scale of its L2-normalised embeddings, unlike syncnet_python's."""
   name = "wav2lip_expert"
+  default_min_confidence = None
 
   def __init__(self, scorer: Any):
     self.scorer = scorer
@@ -111,9 +119,10 @@ class ExpertSync:
 
 def syncnet_v2_measurer(weights: str | os.PathLike | Mapping[str, Any],
                         batch_size: int = lse.BATCH_SIZE) -> EmbeddingSync:
-  """syncnet_python's SyncNet (`syncnet_v2.model` path or converted variables)."""
+  """syncnet_python's SyncNet (`syncnet_v2.model` path or converted variables); default
+  threshold 3.0, LatentSync's filter on this network's confidence."""
   return EmbeddingSync(lse.SyncNetV2Scorer(weights, batch_size), face_tracks.syncnet_face_crops,
-                       "syncnet_v2")
+                       "syncnet_v2", SYNCNET_V2_MIN_CONFIDENCE)
 
 
 def expert_measurer(path: str | os.PathLike, batch_size: int = 64) -> ExpertSync:
@@ -154,7 +163,27 @@ def synthetic_measurer() -> EmbeddingSync:
   def as_they_are(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     del boxes
     return np.asarray(frames)
-  return EmbeddingSync(MouthOpeningEmbedder(), as_they_are, "synthetic_mouth")
+  return EmbeddingSync(MouthOpeningEmbedder(), as_they_are, "synthetic_mouth",
+                       SYNTHETIC_MIN_CONFIDENCE)
+
+
+MEASURERS = ("syncnet_v2", "expert", "synthetic")
+
+
+def make_measurer(kind: str, weights: str | os.PathLike | Mapping[str, Any] | None = None
+                  ) -> SyncMeasurer:
+  """A measurer by name (for CLIs and pipeline workers): "syncnet_v2" (weights: the
+  `syncnet_v2.model`), "expert" (weights: `lipsync_expert.pth` or a `train_syncnet` workdir)
+  or "synthetic" (no weights)."""
+  if kind not in MEASURERS:
+    raise ValueError(f"sync measurer must be one of {MEASURERS}, got {kind!r}")
+  if kind == "synthetic":
+    return synthetic_measurer()
+  if weights is None:
+    raise ValueError(f"the {kind} sync measurer needs weights: " + (
+        "syncnet_python's syncnet_v2.model" if kind == "syncnet_v2" else
+        "Wav2Lip's lipsync_expert.pth or a train_syncnet workdir"))
+  return syncnet_v2_measurer(weights) if kind == "syncnet_v2" else expert_measurer(weights)
 
 
 def audio_shift_samples(offset: int, fps: float = FPS, sample_rate: int = SAMPLE_RATE) -> int:
