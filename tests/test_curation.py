@@ -107,6 +107,8 @@ def test_face_statistics_and_filters(source):
                                    min_mean_score=score, **base)
     (seg,) = curate.curate_clip(frames, wav, boxes, scores, config=config).segments
     assert seg.reason == reason, (size, missing, score)
+  edge = np.array([[-4.0, 10, 50, 60], [-1, -1, -1, -1], [np.nan, 0, 9, 9], [5, 5, 5, 9]])
+  np.testing.assert_array_equal(faces.face_found(edge), [True, False, False, False])
   filled = faces.fill_missing(boxes, faces.face_found(boxes, scores))
   np.testing.assert_array_equal(filled, np.tile([10.0, 20.0, 70.0, 100.0], (30, 1)))
 

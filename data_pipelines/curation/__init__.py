@@ -10,12 +10,12 @@ from data_pipelines.curation.report import read_decisions, summarize, write_repo
 from data_pipelines.curation.scene_cuts import (SceneCutConfig, detect_scene_cuts,
                                                 shots_from_cuts)
 from data_pipelines.curation.sync import (AlignedSpan, SyncMeasurement, aligned_span,
-                                          audio_shift_samples, expert_measurer,
+                                          audio_shift_samples, expert_measurer, make_measurer,
                                           synthetic_measurer, syncnet_v2_measurer)
 
 __all__ = ["REASONS", "AlignedSpan", "ClipCuration", "CurationConfig", "FaceStats",
            "SceneCutConfig", "SegmentDecision", "SyncMeasurement", "aligned_span",
            "apply_segment", "audio_shift_samples", "curate_clip", "detect_scene_cuts",
-           "expert_measurer", "face_stats", "read_decisions", "segment_clip_id",
+           "expert_measurer", "face_stats", "make_measurer", "read_decisions", "segment_clip_id",
            "shots_from_cuts", "summarize", "synthetic_measurer", "syncnet_v2_measurer",
            "write_report"]

@@ -37,12 +37,12 @@ def check_boxes(boxes: np.ndarray, num_frames: int, scores: np.ndarray | None = 
 
 
 def face_found(boxes: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
-  """`[T]` bool: the frame has a face box (finite, positive width and height; -1 or NaN rows
-  and, when scores are given, score 0 mean no face)."""
+  """`[T]` bool: the frame has a face box (finite, positive width and height; rows of -1, NaN
+  rows and, when scores are given, score 0 mean no face). Boxes may reach past the frame."""
   boxes = np.asarray(boxes, np.float64)
   with np.errstate(invalid="ignore"):
     found = (np.all(np.isfinite(boxes), axis=1) & (boxes[:, 2] > boxes[:, 0])
-             & (boxes[:, 3] > boxes[:, 1]) & np.all(boxes >= 0, axis=1))
+             & (boxes[:, 3] > boxes[:, 1]) & ~np.all(boxes == -1, axis=1))
   return found if scores is None else found & (np.asarray(scores) > 0)
 
 
