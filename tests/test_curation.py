@@ -107,6 +107,10 @@ def test_face_statistics_and_filters(source):
                                    min_mean_score=score, **base)
     (seg,) = curate.curate_clip(frames, wav, boxes, scores, config=config).segments
     assert seg.reason == reason, (size, missing, score)
+  detections = [np.array([[1, 2, 30, 40, 0.6], [-4, 10, 50, 60, 0.95]]), np.zeros((0, 5))]
+  best, best_scores = faces.best_detections(detections)
+  np.testing.assert_array_equal(best, [[-4, 10, 50, 60], [-1, -1, -1, -1]])
+  np.testing.assert_array_equal(best_scores, [0.95, 0.0])
   edge = np.array([[-4.0, 10, 50, 60], [-1, -1, -1, -1], [np.nan, 0, 9, 9], [5, 5, 5, 9]])
   np.testing.assert_array_equal(faces.face_found(edge), [True, False, False, False])
   filled = faces.fill_missing(boxes, faces.face_found(boxes, scores))

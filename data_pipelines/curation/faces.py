@@ -78,3 +78,20 @@ def fill_missing(boxes: np.ndarray, found: np.ndarray) -> np.ndarray:
     raise ValueError("no frame has a face box")
   frames = np.arange(len(boxes))
   return np.stack([np.interp(frames, have, boxes[have, j]) for j in range(4)], axis=1)
+
+
+def best_detections(detections: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """Per frame the highest-scoring detection, as curation's inputs.
+
+  Args:
+    detections: T arrays `[K, 5]` (x1, y1, x2, y2, score), K >= 0 (`FaceDetector.detect`).
+  Returns:
+    boxes `[T, 4]` float64 (-1 rows where K = 0; not clipped or rounded) and scores `[T]`
+    float64 (0 where K = 0).
+  """
+  boxes, scores = np.full((len(detections), 4), -1.0), np.zeros(len(detections))
+  for t, found in enumerate(detections):
+    found = np.asarray(found, np.float64).reshape(-1, 5) if np.size(found) else np.zeros((0, 5))
+    if len(found):
+      boxes[t], scores[t] = found[found[:, 4].argmax(), :4], found[:, 4].max()
+  return boxes, scores
