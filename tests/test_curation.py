@@ -139,6 +139,24 @@ def test_scene_policies_split_or_drop():
   assert not dropped.keep and split.keep
 
 
+def test_each_shot_gets_its_own_offset_and_shift(source):
+  """Two people, each shot with its own injected offset, joined at frame 40: the cut is found,
+  each shot measured and re-aligned within its own audio."""
+  other = synthetic.generate_clip(23, 40 + 2 * MARGIN)
+  (fa, wa, ba), (fb, wb, bb) = _shifted(source, 3, 40), _shifted(other, -2, 40)
+  result = curate.curate_clip(np.concatenate([fa, fb]), np.concatenate([wa, wb]),
+                              np.concatenate([ba, bb]), config=curate.CurationConfig(),
+                              measurer=sync.synthetic_measurer())
+  assert result.cuts == [40]
+  first, second = result.segments
+  assert (first.offset, second.offset, first.keep, second.keep) == (3, -2, True, True)
+  assert first.span == sync.AlignedSpan(3, 40, 0, 37 * PER_FRAME)
+  assert second.span == sync.AlignedSpan(40, 78, 42 * PER_FRAME, 80 * PER_FRAME)
+  frames, wav = curate.apply_segment(np.concatenate([fa, fb]), np.concatenate([wa, wb]), second)
+  np.testing.assert_array_equal(frames, other.frames[MARGIN:MARGIN + 38])
+  np.testing.assert_array_equal(wav, other.wav[MARGIN * PER_FRAME:(MARGIN + 38) * PER_FRAME])
+
+
 def test_report_counts_files_and_round_trip(tmp_path, source):
   config = curate.CurationConfig(min_confidence=1.5)
   decisions = [curate.curate_clip(*_two_shots(), config=config,
