@@ -9,11 +9,11 @@ inputs. Steps, each switched and tuned by `CurationConfig`:
      `max_missing_fraction` of the frames without a face), `small_face` (median shorter box
      side under `min_face_size` px), `low_detection_score` (mean score under `min_mean_score`
      or a frame under `min_frame_score`; scores must be given).
-  3. sync per shot (`sync_lib.SyncMeasurer`, syncnet_python's search over +-`vshift` frames):
+  3. sync per shot (`sync.SyncMeasurer`, syncnet_python's search over +-`vshift` frames):
      `sync_failed` (the measurer raised ValueError, e.g. too little audio), `low_confidence`
      (under `min_confidence`), `offset_out_of_range` (|offset| over `max_abs_offset`).
   4. audio shift (`shift_audio`): the shot's audio is delayed by its offset (see `sync` for the
-     sign) and the frames / audio the shift leaves unpaired are cut (`sync_lib.aligned_span`,
+     sign) and the frames / audio the shift leaves unpaired are cut (`sync.aligned_span`,
      within the shot's own audio); `too_short` again if fewer than `min_frames` remain.
 Kept shots have reason `kept`. `apply_segment` cuts the curated frames / audio / boxes out of
 the clip; compute mels from the returned audio (a shift of 1 frame is 3.2 mel rows).
