@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 
@@ -57,13 +58,13 @@ def _measurers(workdir: str):
           "expert": sync.expert_measurer(path)}
 
 
-def run(frames: int, count: int, steps: list[str]) -> dict[str, dict[str, float]]:
+def run(frames: int, count: int, steps: list[str], workdir: str
+        ) -> dict[str, dict[str, float]]:
   import numpy as np  # pylint: disable=import-outside-toplevel
   from data_pipelines import audio, synthetic  # pylint: disable=import-outside-toplevel
   from data_pipelines.curation import curate, faces, report, scene_cuts, sync  # pylint: disable=import-outside-toplevel
   clips = [synthetic.generate_clip(seed, frames, full_frame_size=224) for seed in range(count)]
   clips = [(c.full_frames, c.wav, c.full_face_box, np.full(frames, 0.99)) for c in clips]
-  workdir = tempfile.mkdtemp(prefix="bench_curation_")
   measurers = _measurers(workdir)
   config = curate.CurationConfig(min_confidence=0.0, min_face_size=10)
   kept = curate.SegmentDecision(0, frames, keep=True, offset=3,
@@ -113,7 +114,11 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   _pin_one_core()
   started = time.time()
-  results = run(args.frames, args.clips, args.steps)
+  workdir = tempfile.mkdtemp(prefix="bench_curation_")
+  try:
+    results = run(args.frames, args.clips, args.steps, workdir)
+  finally:
+    shutil.rmtree(workdir, ignore_errors=True)
   if args.out:
     with open(args.out, "w", encoding="utf-8") as f:
       json.dump({"settings": vars(args), "clips_per_second_per_core": results,
