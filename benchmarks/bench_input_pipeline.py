@@ -18,12 +18,13 @@ import platform
 import tempfile
 import time
 
+from configs import released
 from data_pipelines import input_pipeline, shards, synthetic
 
 
 def time_pipeline(shard_dir: str, *, batch_size: int, worker_count: int, image_dtype: str,
                   read_threads: int, seconds: float, warmup_batches: int, seed: int) -> dict:
-  config = input_pipeline.get_config()
+  config = released.get_config().data.pipeline
   config.worker_count = worker_count
   config.read_threads = read_threads
   config.image_dtype = image_dtype

@@ -6,6 +6,7 @@ import pathlib
 import numpy as np
 import pytest
 
+from configs import released
 from data_pipelines import audio, input_pipeline, shards
 
 SIZE = 32
@@ -25,7 +26,7 @@ def _clip(index: int, num_frames: int) -> dict:
 
 
 def _config(**overrides):
-  config = input_pipeline.get_config()
+  config = released.get_config().data.pipeline
   config.image_size = SIZE
   config.host_prefetch = 0
   config.update(overrides)

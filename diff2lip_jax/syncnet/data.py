@@ -54,34 +54,6 @@ BATCH_KEYS = ("frames", "mel", "label", "clip_index", "frame_index", "mel_frame_
               "skipped_records")
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """Pipeline settings (the trainer's ``config.data`` adds its own fields to these).
-
-  Fields:
-    image_size: crop size S the shards were written with.
-    min_shift: smallest |k - j| (frames) between a face window and an off-sync mel window.
-    in_sync_probability: chance that an example is an in-sync pair (label 1).
-    shuffle, num_epochs, worker_count, worker_buffer_size, read_threads, prefetch_buffer_size,
-    verify_checksums, max_skips_per_example, drop_remainder, host_prefetch: as in
-      ``input_pipeline.get_config``.
-  """
-  config = ml_collections.ConfigDict()
-  config.image_size = 128
-  config.min_shift = 1
-  config.in_sync_probability = 0.5
-  config.shuffle = True
-  config.num_epochs = ml_collections.config_dict.placeholder(int)
-  config.worker_count = 0
-  config.worker_buffer_size = 2
-  config.read_threads = 0
-  config.prefetch_buffer_size = 64
-  config.verify_checksums = True
-  config.max_skips_per_example = 16
-  config.drop_remainder = True
-  config.host_prefetch = 2
-  return config
-
-
 def num_sync_starts(num_frames: int, mel_rows: int, fps: float) -> int:
   """How many starts ``0 .. n-1`` have a whole face window and a whole mel window."""
   if num_frames < SYNC_WINDOW:
@@ -166,13 +138,12 @@ def split_records(num_records: int, num_eval: int, seed: int = 0) -> tuple[np.nd
   return np.sort(order[num_eval:]), np.sort(order[:num_eval])
 
 
-def create_dataset(config: ml_collections.ConfigDict | None,
+def create_dataset(config: ml_collections.ConfigDict,
                    shards_or_dir: str | os.PathLike | Sequence[str], *, seed: int,
                    batch_size: int, records: np.ndarray | None = None,
                    shard_index: int | None = None,
                    shard_count: int | None = None) -> grain.IterDataset:
   """Grain ``IterDataset`` of SyncNet batches (see :func:`create_iterator`)."""
-  config = config if config is not None else get_config()
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   files = shards.find_shard_files(shards_or_dir)
@@ -212,7 +183,7 @@ def create_dataset(config: ml_collections.ConfigDict | None,
   return batches
 
 
-def create_iterator(config: ml_collections.ConfigDict | None,
+def create_iterator(config: ml_collections.ConfigDict,
                     shards_or_dir: str | os.PathLike | Sequence[str], *, seed: int,
                     batch_size: int, records: np.ndarray | None = None,
                     shard_index: int | None = None,
@@ -220,7 +191,8 @@ def create_iterator(config: ml_collections.ConfigDict | None,
   """SyncNet batches from shard files (a directory, glob, file or list of those).
 
   Args:
-    config: :func:`get_config` fields (None: defaults); extra fields are ignored.
+    config: the pipeline settings, ``config.data.pipeline`` of a SyncNet training config
+      (fields documented in ``configs/syncnet.py``); extra fields are ignored.
     seed: controls clip order, labels and every window choice.
     batch_size: per-host batch size B.
     records: indices of the records to draw from (e.g. one side of :func:`split_records`);
@@ -239,7 +211,8 @@ def write_synthetic_shards(config: ml_collections.ConfigDict,
                            workdir: str | os.PathLike) -> pathlib.Path:
   """Writes ``config.synthetic_clips`` generated clips to ``workdir/synthetic_shards`` once.
 
-  Uses ``synthetic_{clips,seed,min_frames,max_frames}`` and ``image_size``. The directory is
+  ``config`` is the trainer's ``config.data``: uses ``synthetic_{clips,seed}``,
+  ``{min,max}_frames`` and ``pipeline.image_size``. The directory is
   written under a temporary name and renamed, so an existing one is complete and is reused.
   With several hosts, host 0 writes (``workdir`` must be shared) and the others wait.
   """
@@ -251,9 +224,8 @@ def write_synthetic_shards(config: ml_collections.ConfigDict,
     tmp = out.with_name(f"{shards.TMP_PREFIX}synthetic_shards-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     clips = synthetic.generate_dataset(
-        config.synthetic_clips, seed=config.synthetic_seed,
-        min_frames=config.synthetic_min_frames, max_frames=config.synthetic_max_frames,
-        image_size=config.image_size)
+        config.synthetic_clips, seed=config.synthetic_seed, min_frames=config.min_frames,
+        max_frames=config.max_frames, image_size=config.pipeline.image_size)
     shards.write_shards(clips, tmp, num_shards=max(1, min(4, config.synthetic_clips)))
     os.replace(tmp, out)
     logging.info("wrote %d synthetic clips to %s in %.1f s", config.synthetic_clips, out,
@@ -267,18 +239,19 @@ def write_synthetic_shards(config: ml_collections.ConfigDict,
 def training_sources(config: ml_collections.ConfigDict, workdir: str | os.PathLike, seed: int):
   """``((train_shards, train_records), (eval_shards, eval_records))`` for the trainer.
 
-  ``config`` is the trainer's ``config.data``: ``shards`` (None or ``synthetic=True``: generated
-  clips, see :func:`write_synthetic_shards`), ``eval_shards`` (None: hold ``num_eval_clips``
+  ``config`` is the trainer's ``config.data``: ``shards`` ("": ``synthetic_clips`` generated
+  clips, see :func:`write_synthetic_shards`), ``eval_shards`` ("": hold ``num_eval_clips``
   of the training clips out, :func:`split_records` with ``seed``). Records None mean all.
   """
-  if config.synthetic and config.shards:
-    raise ValueError("set either data.shards or data.synthetic=True, not both")
-  if config.synthetic or not config.shards:
-    if not config.synthetic:
-      logging.warning("no data.shards given: training on synthetic clips")
+  if config.shards:
+    train = config.shards
+  elif config.synthetic_clips:
+    logging.warning("data.shards is empty: training on %d synthetic clips",
+                    config.synthetic_clips)
     train = str(write_synthetic_shards(config, workdir))
   else:
-    train = config.shards
+    raise ValueError("data.shards is empty and data.synthetic_clips is 0: give shards written "
+                     "by `python -m data_pipelines.prepare` (--config.data.shards=DIR)")
   if config.eval_shards:
     return (train, None), (config.eval_shards, None)
   count = len(shards.open_data_source(shards.find_shard_files(train), verify_checksums=False))
