@@ -33,6 +33,7 @@ LOADER = textwrap.dedent("""
     params, config = checkpoints.load_inference_checkpoint(workdir)
     np.savez(out + "/params.npz", **flat(params))
     _, _, fresh = model_and_state(config, seed=5)  # other values, same structure
+    config.mesh.fsdp = 1  # what a user restarting on one device sets
     mesh = sharding.create_mesh(config)
     fresh = jax.device_put(fresh, sharding.state_shardings(fresh, mesh))
     manager = checkpoints.training_manager(workdir, config)
