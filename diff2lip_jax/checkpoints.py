@@ -101,10 +101,10 @@ def restore(manager: ocp.CheckpointManager, step: int, targets: dict[str, Any], 
   return restored
 
 
-def abstract_tree(tree: Any, shardings: Any) -> Any:
-  """``tree``'s shapes and dtypes with ``shardings`` (a matching pytree of shardings)."""
+def abstract_like(tree: Any) -> Any:
+  """Restore target with the shapes, dtypes and shardings of the (placed) arrays of ``tree``."""
   return jax.tree_util.tree_map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
 def local_target(tree: Any, sharding: jax.sharding.Sharding | None = None) -> Any:
@@ -133,12 +133,6 @@ def _latest_step(manager: ocp.CheckpointManager, directory: pathlib.Path, items:
                           f"{found}, steps {sorted(manager.all_steps())}); it was not written "
                           f"by {writer}")
   return step
-
-
-def abstract_like(tree: Any) -> Any:
-  """Restore target with the shapes, dtypes and shardings of the (placed) arrays of ``tree``."""
-  return jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
 # ----------------------------------------------------------------------------- inference
@@ -186,8 +180,8 @@ def checkpoint_dir(workdir: str | os.PathLike) -> str:
 
 def training_manager(workdir: str | os.PathLike, config: ml_collections.ConfigDict
                      ) -> ocp.CheckpointManager:
-  """The run's manager: keeps ``train.keep_checkpoints`` steps, async per
-  ``train.async_checkpointing``."""
+  """A run's manager (either trainer): ``<workdir>/checkpoints``, keeping
+  ``train.keep_checkpoints`` steps, async per ``train.async_checkpointing``."""
   return open_manager(checkpoint_dir(workdir), create=True,
                       max_to_keep=int(config.train.keep_checkpoints),
                       async_save=bool(config.train.async_checkpointing))

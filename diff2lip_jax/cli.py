@@ -178,9 +178,15 @@ def check_schema(config: ml_collections.ConfigDict, reference: ml_collections.Co
 
 def describe_config(config: ml_collections.ConfigDict, source: str) -> str:
   """The ``--help`` listing: every field of ``config`` with its default and type."""
-  lines = [f"config fields of {source} (override with --config.<field>=<value>):"]
+  lines = [f"config fields of {source} (override with --config.<field>=<value>; the comments "
+           "in the file explain them):"]
   for name, value in config_fields(config).items():
-    lines.append(f"  {name} = {value!r}")
+    *sections, leaf = name.split(".")
+    parent = config
+    for key in sections:
+      parent = parent[key]
+    kind = f"  ({parent.get_type(leaf).__name__}, may be None)" if value is None else ""
+    lines.append(f"  {name} = {value!r}{kind}")
   return "\n".join(lines)
 
 
@@ -213,7 +219,8 @@ def training_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def _help_epilog(rest: list[str], default_config: pathlib.Path, notes: str) -> str:
-  spec = str(default_config)
+  spec = os.path.relpath(default_config)
+  spec = str(default_config) if spec.startswith("..") else spec
   for i, arg in enumerate(rest):
     if arg == "--config" and i + 1 < len(rest):
       spec = rest[i + 1]
@@ -223,7 +230,8 @@ def _help_epilog(rest: list[str], default_config: pathlib.Path, notes: str) -> s
     listing = describe_config(load_config(spec), spec)
   except Exception as error:  # pylint: disable=broad-except  (help must always print)
     listing = f"(could not load {spec} to list its fields: {error})"
-  return f"{notes}\n\n{listing}"
+  return (f"{notes}\n\nSet DIFF2LIP_TRACEBACK=1 to see the traceback of an error.\n\n"
+          f"{listing}")
 
 
 def parse_training_args(parser: argparse.ArgumentParser, argv: list[str],
@@ -242,6 +250,22 @@ def parse_training_args(parser: argparse.ArgumentParser, argv: list[str],
   config = load_config(args.config)
   check_schema(config, config_utils.load_config_file(reference), args.config)
   apply_overrides(config, overrides, args.config)
+  return args, config
+
+
+def start_training(argv: list[str], prog: str, description: str, default_config: str,
+                   notes: str) -> tuple[argparse.Namespace, ml_collections.ConfigDict]:
+  """What a trainer CLI does before training: parse flags and config, set up logging, join
+  the other processes (multi-host), keep compiled steps in ``<workdir>/jax_cache``. Returns
+  the flags and the config."""
+  parser = training_parser(prog, description)
+  args, config = parse_training_args(parser, argv, default_config, notes)
+  setup_logging(args.verbose)
+  init_distributed(args)
+  if "://" not in args.workdir and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    import jax  # a resumed run (after preemption) then skips most of the compile time
+    jax.config.update("jax_compilation_cache_dir", os.path.join(args.workdir, "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   return args, config
 
 

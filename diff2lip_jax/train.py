@@ -14,11 +14,12 @@ for the synthetic default, ``data/`` (the generated dataset).
 """
 from __future__ import annotations
 
-import os
 import sys
 
 from diff2lip_jax import cli
 
+PROG = "python -m diff2lip_jax.train"
+DESCRIPTION = "Train Diff2Lip (a diffusion model that regenerates the mouth region of talking faces)."
 NOTES = """\
 Re-running the same command resumes from the latest complete checkpoint in --workdir (state,
 EMA, RNG, discriminator and data iterator); SIGTERM saves a checkpoint and exits. The
@@ -28,23 +29,11 @@ tensorboard/, samples/ (image grids, demo videos) and, for synthetic runs, data/
 examples:
   python -m diff2lip_jax.train --config configs/synthetic.py --workdir runs/synthetic
   python -m diff2lip_jax.train --config configs/released.py --workdir gs://bucket/run \\
-      --config.data.shards=/data/shards --config.train.batch_size=256
-
-Set DIFF2LIP_TRACEBACK=1 to see the traceback of an error."""
+      --config.data.shards=/data/shards --config.train.batch_size=256"""
 
 
 def main(argv: list[str]) -> None:
-  parser = cli.training_parser(
-      "python -m diff2lip_jax.train",
-      "Train Diff2Lip (a diffusion model that regenerates the mouth region of talking faces).")
-  args, config = cli.parse_training_args(parser, argv, "released.py", NOTES)
-  cli.setup_logging(args.verbose)
-  cli.init_distributed(args)
-  import jax
-  if "://" not in args.workdir and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-    # A resumed run (after preemption) then skips most of the compile time.
-    jax.config.update("jax_compilation_cache_dir", os.path.join(args.workdir, "jax_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  args, config = cli.start_training(argv, PROG, DESCRIPTION, "released.py", NOTES)
   from diff2lip_jax.training.loop import train_and_evaluate
   train_and_evaluate(config, args.workdir, stop=cli.StopRequested())
 

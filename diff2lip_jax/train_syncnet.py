@@ -6,6 +6,8 @@ import sys
 
 from diff2lip_jax import cli
 
+PROG = "python -m diff2lip_jax.train_syncnet"
+DESCRIPTION = "Train the SyncNet lip-sync expert (Wav2Lip's color_syncnet_train.py in JAX)."
 NOTES = """\
 Without --config.data.shards a small synthetic dataset is generated into the workdir first,
 so the command runs anywhere. Re-running the same command resumes from the latest checkpoint;
@@ -17,18 +19,11 @@ examples:
   python -m diff2lip_jax.train_syncnet --config configs/syncnet.py --workdir runs/syncnet
   python -m diff2lip_jax.train_syncnet --config configs/syncnet.py --workdir runs/expert \\
       --config.data.shards=/data/shards --config.train.batch_size=64 \\
-      --config.train.num_steps=200000
-
-Set DIFF2LIP_TRACEBACK=1 to see the traceback of an error."""
+      --config.train.num_steps=200000"""
 
 
 def main(argv: list[str]) -> None:
-  parser = cli.training_parser(
-      "python -m diff2lip_jax.train_syncnet",
-      "Train the SyncNet lip-sync expert (Wav2Lip's color_syncnet_train.py in JAX).")
-  args, config = cli.parse_training_args(parser, argv, "syncnet.py", NOTES)
-  cli.setup_logging(args.verbose)
-  cli.init_distributed(args)
+  args, config = cli.start_training(argv, PROG, DESCRIPTION, "syncnet.py", NOTES)
   from diff2lip_jax.syncnet.train import train_and_evaluate
   train_and_evaluate(config, args.workdir, stop=cli.StopRequested())
 

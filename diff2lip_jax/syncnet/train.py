@@ -303,9 +303,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   replicated = NamedSharding(mesh, PartitionSpec())
   sharded = NamedSharding(mesh, PartitionSpec("data"))  # batch split over all devices
   data = make_data(config, workdir, sharded)
-  manager = checkpoints.open_manager(workdir / "checkpoints", create=True,
-                                     max_to_keep=config.train.keep_checkpoints,
-                                     async_save=config.train.async_checkpointing)
+  manager = checkpoints.training_manager(workdir, config)
   state = initial_state(config, manager, data.iterator, replicated)
   start = int(state.step)
   steps = (jax.jit(train_step, in_shardings=(replicated, sharded),
