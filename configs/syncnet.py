@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
       num_eval_batches=8,         # batches per evaluation (the same pairs every time)
       checkpoint_every=100,       # steps between checkpoints (also on the last step/SIGTERM)
       keep_checkpoints=3,         # newest checkpoints kept in <workdir>/checkpoints
-      async_checkpointing=False,  # write checkpoints in a background thread
+      async_checkpointing=True,   # write checkpoints in a background thread
       # Starting weights: a Wav2Lip .pth (e.g. lipsync_expert.pth, to fine-tune) or an expert
       # exported by this trainer ("": PyTorch's default init). Ignored when resuming.
       init_checkpoint=""))
