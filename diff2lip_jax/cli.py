@@ -279,8 +279,8 @@ def init_distributed(args: argparse.Namespace) -> None:
 
 def setup_logging(verbose: bool = False) -> None:
   """INFO lines of this project on stderr; libraries only from WARNING on (unless verbose)."""
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                      datefmt="%H:%M:%S", force=True)
+  logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+  logging.getLogger().setLevel(logging.INFO)  # also when a caller configured handlers
   for name in QUIET_LOGGERS:
     logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 

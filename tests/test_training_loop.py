@@ -1,5 +1,6 @@
 """Trainer behaviour: sharded steps equal single-device steps; exact resume after SIGTERM or
 SIGKILL (including the data iterator); config overrides from the command line."""
+import io
 import os
 import pathlib
 import signal
@@ -13,7 +14,8 @@ import optax
 import pytest
 
 from diff2lip_jax import checkpoints
-from diff2lip_jax.training import sharding
+from diff2lip_jax.training import console, sharding
+from diff2lip_jax.training.periodic import Periodic
 from diff2lip_jax.training.loop import NonFiniteError, check_nonfinite
 from diff2lip_jax.training.step import make_train_step
 from tests.training_utils import model_and_state, random_batch, tiny_config, tree_max_abs_diff
@@ -71,6 +73,48 @@ def test_too_many_nonfinite_steps_stop_with_a_clear_message(tmp_path):
   check_nonfinite({"nonfinite_streak": 2}, config, 10, str(tmp_path))
   with pytest.raises(NonFiniteError, match="3 consecutive steps"):
     check_nonfinite({"nonfinite_streak": 3}, config, 11, str(tmp_path))
+
+
+def test_periodic_fires_every_n_steps_and_on_the_last():
+  every3 = Periodic(3, last_step=10)
+  assert [s for s in range(1, 11) if every3(s)] == [3, 6, 9, 10]
+  assert [s for s in range(1, 11) if Periodic(0, 10)(s)] == [10]
+  assert [s for s in range(1, 13) if Periodic(5, 10, on_last=False)(s)] == [5]
+
+
+class _Stream(io.StringIO):
+  def __init__(self, tty):
+    super().__init__()
+    self.tty = tty
+
+  def isatty(self):
+    return self.tty
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_progress_prints_one_line_per_interval_and_a_summary(tty, monkeypatch):
+  clock = iter([0.0, 10.0, 30.0, 40.0])  # start, first log, second log, elapsed
+  monkeypatch.setattr(console.time, "perf_counter", lambda: next(clock))
+  stream = _Stream(tty)
+  progress = console.Progress(total=100, start=0, stream=stream)
+  for step in range(1, 11):
+    progress.advance(step)
+  line = progress.log(10, {"loss": 0.123456, "mse": 1e-5, "lr": 1e-3}, ["loss", "mse", "sync"],
+                      progress.rate(10), extra="9.5 frames/s")
+  assert line == ("step 10/100 (10%) loss 0.1235 mse 1.000e-05 | 1.00 steps/s 9.5 frames/s "
+                  "ETA 1m30s")
+  progress.log(30, {"loss": 0.1}, ["loss"], progress.rate(30))
+  progress.close()
+  lines = [l.strip("\r") for l in stream.getvalue().splitlines() if l.startswith("step")]
+  assert len([l for l in lines if "ETA" in l]) == 2, stream.getvalue()
+  assert ("%|" in stream.getvalue()) == tty  # the tqdm bar, on a terminal only
+  assert console.format_duration(progress.elapsed()) == "40s"
+  assert console.format_duration(3725) == "1h02m"
+  out = io.StringIO()
+  console.print_summary("done", [("checkpoint", "/w/checkpoints"), ("tensorboard", "x")],
+                        "python -m next", stream=out)
+  assert out.getvalue() == ("done\n  checkpoint:  /w/checkpoints\n  tensorboard: x\n"
+                            "next: python -m next\n")
 
 
 def test_help_explains_the_flags_and_lists_the_config_fields():
