@@ -39,7 +39,8 @@ RENAMED_FIELDS = {
     "data.batch_size": "train.batch_size", "data.eval_batch_size": "train.eval_batch_size",
     "data.num_eval_batches": "train.num_eval_batches",
     "data.synthetic_min_frames": "data.min_frames",
-    "data.synthetic_max_frames": "data.max_frames"}
+    "data.synthetic_max_frames": "data.max_frames",
+    "data.synthetic": "data.synthetic_clips"}  # synthetic data now: data.shards left empty
 QUIET_LOGGERS = ("absl", "jax", "orbax", "grain", "etils", "tensorflow", "tensorboardX", "PIL")
 
 

@@ -62,6 +62,7 @@ def test_placeholders_accept_none_and_bools_reject_other_words():
     ("max_checkpoints_to_keep", "train.keep_checkpoints"),
     ("data.batch_size", "train.batch_size"),
     ("data.synthetic_min_frames", "data.min_frames"),
+    ("data.synthetic", "data.synthetic_clips"),
 ])
 def test_unknown_fields_name_the_closest_valid_one(name, suggestion):
   config = cli.load_config(SYNCNET)
