@@ -61,6 +61,31 @@ def sampling_config() -> ml_collections.ConfigDict:
   ))
 
 
+def pipeline_config() -> ml_collections.ConfigDict:
+  """The Grain input pipeline (``data_pipelines.input_pipeline``), field by field."""
+  return ml_collections.ConfigDict(dict(
+      num_frames=5,               # frames per target (and reference) window F; the trainer
+                                  # sets it from model.nframes
+      image_size=128,             # crop size S the shards were written with
+      # minimum |r - j| between reference and target window starts; None = num_frames
+      min_ref_distance=ml_collections.config_dict.placeholder(int),
+      num_epochs=ml_collections.config_dict.placeholder(int),  # None: repeat forever
+      shuffle=True,               # shuffle clip order (per epoch, seeded by train.seed)
+      worker_count=0,             # Grain worker processes (0: everything in this process)
+      worker_buffer_size=2,       # batches each worker prepares ahead
+      read_threads=0,             # threads fetching and decoding examples per process
+                                  # (0: none; measured slower than 0 on 2 cores)
+      prefetch_buffer_size=64,    # examples those threads keep ready
+      verify_checksums=True,      # check the TFRecord CRC of every record read
+      max_skips_per_example=16,   # corrupt/unusable records tolerated in a row
+      drop_remainder=True,        # drop a final partial batch (only with num_epochs)
+      # "float32" (images in [-1, 1]) or "uint8" (raw pixels, converted on the device:
+      # less host time and transfer)
+      image_dtype="float32",
+      host_prefetch=2,            # batches a background thread keeps ready (0: none)
+  ))
+
+
 def training_config() -> ml_collections.ConfigDict:
   """Training settings of the paper setting (the original training code is not public).
 
@@ -70,31 +95,63 @@ def training_config() -> ml_collections.ConfigDict:
   and LPIPS start near 0.7 and 0.3, the hinge GAN loss near 1, the masked L1 near 0.5,
   while the ε-MSE starts near 1 and falls to ~0.05.
   """
-  from data_pipelines import input_pipeline  # deferred: keeps model-only use light
   config = ml_collections.ConfigDict()
   config.train = ml_collections.ConfigDict(dict(
-      num_steps=500_000, batch_size=64, seed=0, ema_rates="0.9999", log_every=100,
-      sample_every=5_000, checkpoint_every=2_000, keep_checkpoints=3,
-      max_nonfinite_streak=20, demo_video_frames=50, sample_respacing="ddim25",
+      num_steps=500_000,          # optimizer updates of the whole run
+      batch_size=64,              # global batch in 5-frame windows (split over all devices)
+      seed=0,                     # parameter init, diffusion noise and data order
+      ema_rates="0.9999",         # comma-separated EMA decay rates; the first is sampled
+      log_every=100,              # steps between progress lines / TensorBoard scalars
+      sample_every=5_000,         # steps between sample grids (PNG + TensorBoard)
+      checkpoint_every=2_000,     # steps between checkpoints (also on the last step/SIGTERM)
+      keep_checkpoints=3,         # newest checkpoints kept in <workdir>/checkpoints
+      # Write checkpoints in a background thread: a save then blocks the loop only for the
+      # device-to-host copy (synthetic config on the 2-core VM: 0.7 s instead of 4.2 s per
+      # save, 16 % less wall time; benchmarks/bench_checkpoint.py). Resume stays exact.
+      async_checkpointing=True,
+      max_nonfinite_streak=20,    # stop after this many skipped (non-finite) updates in a row
+      demo_video_frames=50,       # frames of the final demo video (synthetic data; 0: none)
+      sample_respacing="ddim25",  # sampler of the grids and the demo video
       # "per_window": one diffusion timestep per 5-frame window (needed by the sync and
       # adversarial terms); "per_frame": one per frame, lower-variance gradients when
       # neither term is on.
       timesteps="per_window"))
   config.optimizer = ml_collections.ConfigDict(dict(
-      lr=1e-4, schedule="constant", warmup_steps=1_000, end_factor=0.1, b1=0.9, b2=0.999,
-      eps=1e-8, weight_decay=0.0, grad_clip_norm=1.0, grad_accum_steps=1))
+      lr=1e-4,                    # peak learning rate (AdamW)
+      schedule="constant",        # after warmup: "constant" or "cosine" (to lr * end_factor)
+      warmup_steps=1_000,         # linear warmup from 0
+      end_factor=0.1,             # cosine schedule's final lr / lr
+      b1=0.9, b2=0.999, eps=1e-8,  # Adam moments
+      weight_decay=0.0,           # AdamW decoupled weight decay
+      grad_clip_norm=1.0,         # global-norm clipping (0: none)
+      grad_accum_steps=1))        # >1: average gradients of this many batches per update
+  # Weight of each loss term (0: off); see the docstring.
   config.loss = ml_collections.ConfigDict(dict(
       mse=1.0, vb=1.0, l1=0.1, sync=0.05, lpips=0.1, adversarial=0.01))
+  # The sequential discriminator of the adversarial term and its Adam optimizer.
   config.discriminator = ml_collections.ConfigDict(dict(
-      lr=1e-4, b1=0.5, b2=0.999, loss="hinge", width=64, depth=4))
+      lr=1e-4, b1=0.5, b2=0.999,
+      loss="hinge",               # "hinge", "bce" or "lsgan"
+      width=64,                   # channels of the first layer
+      depth=4))                   # stride-2 downsampling blocks
+  # SyncNet expert for the sync term: a Wav2Lip lipsync_expert.pth or a train_syncnet workdir
+  # ("": sync term off, with a warning).
   config.syncnet = ml_collections.ConfigDict(dict(checkpoint=""))
+  # LPIPS weights (converted from the lpips package's .pth files; "": LPIPS term off).
   # Diff2Lip's own lpips wrapper uses the AlexNet variant.
   config.lpips = ml_collections.ConfigDict(dict(backbone_weights="", lin_weights="", net="alex"))
+  # Device mesh: data x fsdp devices (data=-1: all the others); fsdp>1 shards parameters.
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
   config.data = ml_collections.ConfigDict(dict(
-      shards="", eval_shards="", synthetic_clips=0, synthetic_eval_clips=0, synthetic_seed=0,
-      min_frames=50, max_frames=75))
-  config.data.pipeline = input_pipeline.get_config()
+      shards="",                  # training shards (dir, glob or file) from data_pipelines.prepare
+      eval_shards="",             # shards the sample grids come from ("": the training shards)
+      # Without shards: generate this many synthetic clips into <workdir>/data (0: error).
+      synthetic_clips=0,
+      synthetic_eval_clips=0,     # held-out synthetic clips for the sample grids
+      synthetic_seed=0,
+      min_frames=50,              # length range of the synthetic clips
+      max_frames=75))
+  config.data.pipeline = pipeline_config()
   return config
 
 

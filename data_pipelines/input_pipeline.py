@@ -42,46 +42,6 @@ BATCH_KEYS = ("image", "ref_img", "indiv_mels", "mel", "clip_index", "frame_inde
               "ref_frame_index", "skipped_records")
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """Input pipeline settings.
-
-  Fields:
-    num_frames: frames per target (and reference) window, F (5 in Diff2Lip).
-    image_size: crop size S the shards were written with (128).
-    min_ref_distance: minimum |r - j| between reference and target starts; None = num_frames.
-    num_epochs: passes over this host's clips; None repeats forever.
-    shuffle: shuffle clip order (per epoch, seeded).
-    worker_count: Grain worker processes (0: everything in this process).
-    worker_buffer_size: batches each worker prepares ahead.
-    read_threads: threads that fetch and decode examples in each process (0: none; measured
-      slower than 0 on 2 cores, use worker_count for parallelism).
-    prefetch_buffer_size: examples those threads keep ready.
-    verify_checksums: check the TFRecord data CRC of every record read.
-    max_skips_per_example: corrupt/unusable records tolerated in a row before failing.
-    drop_remainder: drop a final partial batch (only relevant with num_epochs).
-    image_dtype: "float32" (images in [-1, 1]) or "uint8" (raw pixels; call
-      :func:`to_model_range` on the device, which saves host time and transfer bytes).
-    host_prefetch: batches a background thread of the training process keeps ready (it runs the
-      in-process part of the pipeline, float conversion included, while the step runs; 0: none).
-  """
-  config = ml_collections.ConfigDict()
-  config.num_frames = 5
-  config.image_size = 128
-  config.min_ref_distance = ml_collections.config_dict.placeholder(int)
-  config.num_epochs = ml_collections.config_dict.placeholder(int)
-  config.shuffle = True
-  config.worker_count = 0
-  config.worker_buffer_size = 2
-  config.read_threads = 0
-  config.prefetch_buffer_size = 64
-  config.verify_checksums = True
-  config.max_skips_per_example = 16
-  config.drop_remainder = True
-  config.image_dtype = "float32"
-  config.host_prefetch = 2
-  return config
-
-
 def num_target_starts(num_frames: int, mel_rows: int, fps: float, window: int) -> int:
   """How many target starts ``j = 0 .. n-1`` have every per-frame mel window inside the clip."""
   if num_frames < window:
@@ -183,12 +143,11 @@ def to_model_range(images):
   return images.astype("float32") * (1 / 127.5) - 1.0
 
 
-def create_train_dataset(config: ml_collections.ConfigDict | None,
+def create_train_dataset(config: ml_collections.ConfigDict,
                          shards_or_dir: str | os.PathLike | Sequence[str], *, seed: int,
                          batch_size: int, shard_index: int | None = None,
                          shard_count: int | None = None) -> grain.IterDataset:
   """The Grain ``IterDataset`` of training batches (see :func:`create_train_iterator`)."""
-  config = config if config is not None else get_config()
   if config.image_dtype not in ("float32", "uint8"):
     raise ValueError(f"config.image_dtype must be 'float32' or 'uint8', got {config.image_dtype!r}")
   host = grain_chain.open_host_records(shards_or_dir, verify_checksums=config.verify_checksums,
@@ -203,7 +162,7 @@ def create_train_dataset(config: ml_collections.ConfigDict | None,
       batch_map=ImagesToModelRange() if config.image_dtype == "float32" else None)
 
 
-def create_train_iterator(config: ml_collections.ConfigDict | None,
+def create_train_iterator(config: ml_collections.ConfigDict,
                           shards_or_dir: str | os.PathLike | Sequence[str], *, seed: int,
                           batch_size: int, num_frames: int | None = None,
                           image_size: int | None = None, worker_count: int | None = None,
@@ -212,14 +171,15 @@ def create_train_iterator(config: ml_collections.ConfigDict | None,
   """Training batches from shard files (a directory, glob, file or list of those).
 
   Args:
-    config: :func:`get_config` fields (None: defaults); keyword arguments given here win.
+    config: the pipeline settings, ``config.data.pipeline`` of a training config (fields
+      documented in ``configs/released.py``); keyword arguments given here win.
     seed: controls clip order and every window choice.
     batch_size: per-host batch size B.
     shard_index, shard_count: this host's slice of the records (default: JAX process index/count).
   Returns:
     a :class:`TrainIterator` yielding the batch dict described in the module docstring.
   """
-  config = (config if config is not None else get_config()).copy_and_resolve_references()
+  config = config.copy_and_resolve_references()
   for name, value in (("num_frames", num_frames), ("image_size", image_size),
                       ("worker_count", worker_count)):
     if value is not None:

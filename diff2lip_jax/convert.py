@@ -12,12 +12,13 @@ import argparse
 import os
 import sys
 
+from diff2lip_jax import cli
 from diff2lip_jax.porting.tfg import (CheckpointMismatchError, flax_path_for,  # noqa: F401
                                       params_from_torch, torch_name_for,
                                       torch_state_dict_from_params, torch_to_flax_array)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(
       prog="python -m diff2lip_jax.convert",
       description="Convert an original (PyTorch) Diff2Lip checkpoint into an Orbax checkpoint "
@@ -35,24 +36,32 @@ def main(argv: list[str] | None = None) -> int:
                       help="Entry of the checkpoint holding the state dict if it is nested "
                            "(e.g. 'state_dict' or 'ema'); default: auto-detect.")
   args = parser.parse_args(argv)
+  cli.setup_logging()
 
   import jax
   import numpy as np
-  from diff2lip_jax import checkpoints, config_utils
+  from diff2lip_jax import checkpoints
   from diff2lip_jax.porting.torch_io import load_torch_state_dict
 
-  config = config_utils.load_config_file(args.config)
+  out = os.path.abspath(args.out)
+  if os.path.exists(out):
+    raise cli.UsageError(f"--out {out} exists; choose a new directory (nothing is overwritten)")
+  config = cli.load_config(args.config)
   try:
     state = load_torch_state_dict(args.torch_checkpoint, key=args.state_key)
     params = params_from_torch(state, config.model)
   except (CheckpointMismatchError, ValueError, OSError) as e:
-    print(f"error: {args.torch_checkpoint}: {e}", file=sys.stderr)
-    return 2
-  out = os.path.abspath(args.out)
-  checkpoints.save_inference_checkpoint(out, params, config)
+    raise cli.UsageError(f"{args.torch_checkpoint}: {e}") from None
+  tmp = f"{out}.tmp-{os.getpid()}"  # renamed when complete: --out never holds a partial write
+  checkpoints.save_inference_checkpoint(tmp, params, config)
+  os.replace(tmp, out)
   n = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
   print(f"wrote {out} ({n:,} parameters)")
-  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  """The CLI; returns the exit status (errors: one ``error:`` line, status 1 or 2)."""
+  return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

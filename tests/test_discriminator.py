@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from diff2lip_jax.models.discriminator import (
-    SequenceDiscriminator, discriminator_loss, discriminator_loss_terms, discriminator_objective,
+    SequenceDiscriminator, discriminator_loss_terms, discriminator_objective,
     generator_adversarial_loss, generator_objective, init_discriminator_params,
     lower_half_sequence)
 
@@ -20,6 +20,12 @@ FAKE = np.array([0.3, -3.0], np.float32)
 def _bce(logit, target):
   p = 1.0 / (1.0 + np.exp(-np.float64(logit)))
   return -(target * np.log(p) + (1 - target) * np.log(1 - p))
+
+
+def discriminator_loss(real_logits, fake_logits, kind):
+  """The discriminator's objective on logits: real term + fake term."""
+  real_term, fake_term = discriminator_loss_terms(real_logits, fake_logits, kind)
+  return real_term + fake_term
 
 
 def frames_like(*shape):

@@ -119,11 +119,13 @@ def test_nonfinite_batch_skips_the_update_and_counts_it(tiny_step):
 
 
 def test_adversarial_term_trains_the_discriminator_in_the_same_step():
-  from diff2lip_jax.training.loop import _discriminator
+  from diff2lip_jax.models.discriminator import init_discriminator_params
+  from diff2lip_jax.training.loop import make_discriminator
   config = tiny_config()
   config.loss.adversarial = 0.1
   config.discriminator.width, config.discriminator.depth = 32, 2
-  disc, disc_params = _discriminator(config, jax.random.PRNGKey(3))
+  disc = make_discriminator(config)
+  disc_params = init_discriminator_params(jax.random.PRNGKey(3), disc, 16, 32)
   model, diffusion, _ = model_and_state(config)
   from diff2lip_jax.models import init_params
   from diff2lip_jax.training.state import create_train_state

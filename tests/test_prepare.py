@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from configs import released
 from data_pipelines import audio, input_pipeline, prepare, shards, synthetic, video_io
 from data_pipelines.face_crops import CropSpec
 
@@ -82,8 +83,9 @@ def test_round_trip_to_training_batches(prepared):
   out, _, truth = prepared
   clips = _read_clips(out)
   ids = sorted(clips)  # one shard, written in input order
-  iterator = input_pipeline.create_train_iterator(None, out, seed=0, batch_size=8,
-                                                  shard_index=0, shard_count=1)
+  iterator = input_pipeline.create_train_iterator(released.get_config().data.pipeline, out,
+                                                  seed=0, batch_size=8, shard_index=0,
+                                                  shard_count=1)
   batch = next(iterator)
   assert batch["image"].shape == (8, 5, 128, 128, 3) and batch["image"].dtype == np.float32
   assert batch["ref_img"].shape == (8, 5, 128, 128, 3)

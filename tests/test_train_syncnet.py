@@ -16,6 +16,7 @@ from configs import syncnet as syncnet_config
 from data_pipelines import audio, shards, synthetic
 from data_pipelines.audio import mel_start_row
 from data_pipelines.record_io import read_tfrecord_file
+from diff2lip_jax import checkpoints
 from diff2lip_jax.syncnet import data as syncnet_data
 from diff2lip_jax.syncnet import expert as syncnet_expert
 from diff2lip_jax.syncnet import train as train_syncnet
@@ -39,8 +40,10 @@ def _coded_clip(index: int, num_frames: int) -> dict:
 
 
 def _pipeline_config(**overrides):
-  config = syncnet_config.get_config().data  # the trainer's data settings (extra fields ignored)
-  config.update({"image_size": SIZE, "host_prefetch": 0, **overrides})
+  config = syncnet_config.get_config().data.pipeline
+  config.image_size = SIZE
+  config.host_prefetch = 0
+  config.update(overrides)
   return config
 
 
@@ -172,8 +175,9 @@ def test_stream_is_pinned(coded_shards):
 
 def test_training_sources_write_synthetic_clips_once_and_hold_some_out(tmp_path, monkeypatch):
   data = syncnet_config.get_config().data
-  data.update(dict(synthetic=True, synthetic_clips=5, synthetic_min_frames=10,
-                   synthetic_max_frames=12, image_size=SIZE, num_eval_clips=2))
+  data.update(dict(shards="", synthetic_clips=5, min_frames=10, max_frames=12,
+                   num_eval_clips=2))
+  data.pipeline.image_size = SIZE
   (train, train_records), (held, eval_records) = syncnet_data.training_sources(data, tmp_path, 3)
   assert train == held == str(tmp_path / "synthetic_shards")
   assert sorted(np.concatenate([train_records, eval_records])) == list(range(5))
@@ -278,17 +282,24 @@ def test_checkpoint_restore_resumes_with_identical_next_step(fixed_batch, tmp_pa
   directory, iterator, first = fixed_batch
   config = _train_config()
   state, _ = _TRAIN_STEP(_new_state(config), first)
-  manager = train_syncnet.checkpoint_manager(tmp_path / "checkpoints")
-  train_syncnet.save_checkpoint(manager, state, iterator, config)
-  manager.wait_until_finished()
+  with checkpoints.open_manager(tmp_path / "checkpoints", create=True,
+                                async_save=True) as manager:
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    checkpoints.save_syncnet_state(manager, 1, variables, {"step": state.step,
+                                                           "opt_state": state.opt_state},
+                                   iterator, config)
   next_batch = _device_batch(next(iterator))
   expected, _ = _TRAIN_STEP(state, next_batch)
   # Restore onto a state with other weights and a fresh iterator (same structure, same jit).
   fresh = _new_state(config)
   fresh = fresh.replace(params=jax.tree.map(lambda x: x + 1.0, fresh.params))
   restored_iterator = _iterator(directory, _pipeline_config(image_size=128), batch_size=8)
-  restored = train_syncnet.restore_checkpoint(train_syncnet.checkpoint_manager(
-      tmp_path / "checkpoints"), fresh, restored_iterator)
+  with checkpoints.open_manager(tmp_path / "checkpoints") as manager:
+    variables, opt = checkpoints.restore_syncnet_state(
+        manager, {"params": fresh.params, "batch_stats": fresh.batch_stats},
+        {"step": fresh.step, "opt_state": fresh.opt_state}, restored_iterator)
+  restored = fresh.replace(step=opt["step"], params=variables["params"],
+                           batch_stats=variables["batch_stats"], opt_state=opt["opt_state"])
   assert int(restored.step) == 1
   resumed_batch = _device_batch(next(restored_iterator))
   for key in resumed_batch:
@@ -324,13 +335,13 @@ def test_expert_export_and_load_reproduce_reference_embeddings(tmp_path):
     path = tmp_path / "lipsync_expert.pth"
     torch.save({"state_dict": {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}},
                path)
-    jax.tree.map(np.testing.assert_array_equal, syncnet_expert.load_syncnet_expert(path),
+    jax.tree.map(np.testing.assert_array_equal, checkpoints.load_syncnet_expert(path),
                  variables)
   workdir = tmp_path / "run"
-  syncnet_expert.export_expert(workdir / "expert", variables, syncnet_config.get_config(), 7)
-  syncnet_expert.export_expert(workdir / "expert", variables, syncnet_config.get_config(), 7)
+  checkpoints.export_expert(workdir / "expert", variables, syncnet_config.get_config(), 7)
+  checkpoints.export_expert(workdir / "expert", variables, syncnet_config.get_config(), 7)
   for source in (workdir, workdir / "expert"):
-    loaded = syncnet_expert.load_syncnet_expert(source)
+    loaded = checkpoints.load_syncnet_expert(source)
     jax.tree.map(np.testing.assert_array_equal, loaded, variables)
   golden = reference.load_npz("syncnet_golden.npz")
   audio_emb, face_emb = jax.jit(syncnet.SyncNetColor().apply)(
@@ -342,24 +353,28 @@ def test_expert_export_and_load_reproduce_reference_embeddings(tmp_path):
 
 def test_load_expert_errors_name_the_problem(tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    syncnet_expert.load_syncnet_expert(tmp_path / "missing")
+    checkpoints.load_syncnet_expert(tmp_path / "missing")
   (tmp_path / "notes.txt").write_text("x")
-  with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
-    syncnet_expert.load_syncnet_expert(tmp_path / "notes.txt")
+  with pytest.raises(checkpoints.CheckpointError, match="not a PyTorch checkpoint"):
+    checkpoints.load_syncnet_expert(tmp_path / "notes.txt")
   (tmp_path / "empty").mkdir()
-  with pytest.raises(ValueError, match="no checkpoint step"):
-    syncnet_expert.load_syncnet_expert(tmp_path / "empty")
+  with pytest.raises(checkpoints.CheckpointError, match="no complete checkpoint step"):
+    checkpoints.load_syncnet_expert(tmp_path / "empty")
 
 
 def test_trainer_rejects_bad_settings_before_any_work(tmp_path):
-  cases = [({"data.num_epochs": 1}, "leave data.num_epochs unset"),
-           ({"data.batch_size": 8 * jax.device_count() + 1}, "multiple of the"),
-           ({"data.synthetic": True, "data.shards": str(tmp_path)}, "not both")]
+  cases = [({"data.pipeline.num_epochs": 1}, "leave data.pipeline.num_epochs unset"),
+           ({"train.batch_size": 8 * jax.device_count() + 1}, "multiple of the"),
+           ({"train.eval_batch_size": 3}, "multiple of the"),
+           ({"data.synthetic_clips": 0}, "data.synthetic_clips is 0")]
   for overrides, message in cases:
     config = syncnet_config.get_config()
     for key, value in overrides.items():
-      section, name = key.split(".")
-      config[section][name] = value
+      *sections, name = key.split(".")
+      section = config
+      for part in sections:
+        section = section[part]
+      section[name] = value
     with pytest.raises(ValueError, match=message):
       train_syncnet.train_and_evaluate(config, tmp_path / "run")
   assert not (tmp_path / "run" / "checkpoints").exists()
@@ -374,11 +389,22 @@ def _run_cli(*args: str, devices: int = 2) -> subprocess.CompletedProcess:
                         env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
-def test_cli_help_explains_flags():
+def test_cli_help_explains_flags_and_fields():
   result = _run_cli("--help")
-  assert result.returncode == 1, result.stderr  # absl's convention after printing the help
-  for text in ("--config", "--workdir", "--config.<field>=value", "train_syncnet"):
-    assert text in result.stdout
+  assert result.returncode == 0, result.stderr
+  for text in ("--config FILE", "--workdir DIR", "--config.<field>=<value>", "train_syncnet",
+               "--distributed", "train.num_steps = 300", "optimizer.lr = 0.0001",
+               "data.pipeline.min_shift = 1"):
+    assert text in result.stdout, text
+
+
+def test_cli_old_field_names_get_a_pointer_to_the_new_ones(tmp_path):
+  result = _run_cli("--config", "configs/syncnet.py", "--workdir", str(tmp_path / "run"),
+                    "--config.num_steps=2")
+  assert result.returncode == 2
+  assert result.stderr.strip() == ("error: unknown config field 'num_steps' in configs/syncnet.py; "
+                                   "did you mean 'train.num_steps'? (--help lists every field)")
+  assert not (tmp_path / "run").exists()
 
 
 def _event_tags(directory: pathlib.Path) -> dict[str, list[float]]:
@@ -393,30 +419,32 @@ def _event_tags(directory: pathlib.Path) -> dict[str, list[float]]:
 
 @pytest.mark.slow  # ~35 s: two runs of the CLI, each compiling its steps
 def test_cli_trains_checkpoints_logs_exports_and_resumes(tmp_path):
-  args = ["--config", "configs/syncnet.py", "--workdir", str(tmp_path), "--config.num_steps=2",
-          "--config.log_every=1", "--config.eval_every=2", "--config.checkpoint_every=1",
-          "--config.data.synthetic=True", "--config.data.synthetic_clips=3",
-          "--config.data.synthetic_min_frames=24", "--config.data.synthetic_max_frames=28",
-          "--config.data.num_eval_clips=1", "--config.data.batch_size=8",
-          "--config.data.eval_batch_size=8", "--config.data.num_eval_batches=1"]
+  args = ["--config", "configs/syncnet.py", "--workdir", str(tmp_path),
+          "--config.train.num_steps=2", "--config.train.log_every=1",
+          "--config.train.eval_every=2", "--config.train.checkpoint_every=1",
+          "--config.train.batch_size=8", "--config.train.eval_batch_size=8",
+          "--config.train.num_eval_batches=1", "--config.train.async_checkpointing=true",
+          "--config.data.synthetic_clips=3", "--config.data.min_frames=24",
+          "--config.data.max_frames=28", "--config.data.num_eval_clips=1"]
   result = _run_cli(*args)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "step 2/2" in result.stderr and "eval at step 2" in result.stderr
-  assert "orbax" not in result.stderr  # library INFO lines are filtered from the console
-  final = json.loads(result.stdout.strip().splitlines()[-1])["final_eval"]
+  assert "step 2/2 (100%) loss " in result.stdout and "eval at step 2: loss" in result.stdout
+  assert "trained 2 steps (2/2)" in result.stdout and "--config.syncnet.checkpoint=" in result.stdout
+  assert "orbax" not in (result.stdout + result.stderr).lower()  # no library INFO lines
+  final = json.loads((tmp_path / "final_eval.json").read_text())
   assert 0.0 <= final["accuracy"] <= 1.0 and final["loss"] > 0
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [
       "1", "2"]
   tags = _event_tags(tmp_path / "tensorboard")
   assert len(tags["train/loss"]) == 2 and len(tags["eval/accuracy"]) == 1
   assert tags["eval/accuracy"][0] == pytest.approx(final["accuracy"])
-  expert = syncnet_expert.load_syncnet_expert(tmp_path)
-  trained = syncnet_expert.load_syncnet_expert(tmp_path / "checkpoints")
+  expert = checkpoints.load_syncnet_expert(tmp_path)
+  trained = checkpoints.load_syncnet_expert(tmp_path / "checkpoints")
   jax.tree.map(np.testing.assert_array_equal, expert, trained)
   # Started again, the finished run restores step 2, evaluates the same held-out pairs and
   # leaves its checkpoints and expert as they are.
   again = _run_cli(*args)
   assert again.returncode == 0, again.stderr[-3000:]
   assert "resumed from" in again.stderr and "at step 2" in again.stderr
-  assert json.loads(again.stdout.strip().splitlines()[-1])["final_eval"] == pytest.approx(final)
+  assert json.loads((tmp_path / "final_eval.json").read_text()) == pytest.approx(final)
   assert not (tmp_path / "checkpoints" / "3").exists()

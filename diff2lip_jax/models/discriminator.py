@@ -116,13 +116,6 @@ def discriminator_loss_terms(real_logits: jax.Array, fake_logits: jax.Array,
   return jnp.mean(jnp.square(real - 1.0)), jnp.mean(jnp.square(fake))
 
 
-def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array,
-                       kind: str = "hinge") -> jax.Array:
-  """Discriminator objective: real term + fake term (see `discriminator_loss_terms`)."""
-  real_term, fake_term = discriminator_loss_terms(real_logits, fake_logits, kind)
-  return real_term + fake_term
-
-
 def generator_adversarial_loss(fake_logits: jax.Array, kind: str = "hinge") -> jax.Array:
   """Generator objective on the discriminator's logits for generated windows (float32):
 

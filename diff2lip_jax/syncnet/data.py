@@ -53,34 +53,6 @@ BATCH_KEYS = ("frames", "mel", "label", "clip_index", "frame_index", "mel_frame_
               "skipped_records")
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """Pipeline settings (the trainer's ``config.data`` adds its own fields to these).
-
-  Fields:
-    image_size: crop size S the shards were written with.
-    min_shift: smallest |k - j| (frames) between a face window and an off-sync mel window.
-    in_sync_probability: chance that an example is an in-sync pair (label 1).
-    shuffle, num_epochs, worker_count, worker_buffer_size, read_threads, prefetch_buffer_size,
-    verify_checksums, max_skips_per_example, drop_remainder, host_prefetch: as in
-      ``input_pipeline.get_config``.
-  """
-  config = ml_collections.ConfigDict()
-  config.image_size = 128
-  config.min_shift = 1
-  config.in_sync_probability = 0.5
-  config.shuffle = True
-  config.num_epochs = ml_collections.config_dict.placeholder(int)
-  config.worker_count = 0
-  config.worker_buffer_size = 2
-  config.read_threads = 0
-  config.prefetch_buffer_size = 64
-  config.verify_checksums = True
-  config.max_skips_per_example = 16
-  config.drop_remainder = True
-  config.host_prefetch = 2
-  return config
-
-
 def num_sync_starts(num_frames: int, mel_rows: int, fps: float) -> int:
   """How many starts ``0 .. n-1`` have a whole face window and a whole mel window."""
   if num_frames < SYNC_WINDOW:
@@ -160,13 +132,12 @@ def split_records(num_records: int, num_eval: int, seed: int = 0) -> tuple[np.nd
   return np.sort(order[num_eval:]), np.sort(order[:num_eval])
 
 
-def create_dataset(config: ml_collections.ConfigDict | None,
+def create_dataset(config: ml_collections.ConfigDict,
                    shards_or_dir: str | os.PathLike | Sequence[str], *, seed: int,
                    batch_size: int, records: np.ndarray | None = None,
                    shard_index: int | None = None,
                    shard_count: int | None = None) -> grain.IterDataset:
   """Grain ``IterDataset`` of SyncNet batches (see :func:`create_iterator`)."""
-  config = config if config is not None else get_config()
   host = grain_chain.open_host_records(shards_or_dir, verify_checksums=config.verify_checksums,
                                        batch_keys=BATCH_KEYS, records=records,
                                        shard_index=shard_index, shard_count=shard_count)
@@ -177,7 +148,7 @@ def create_dataset(config: ml_collections.ConfigDict | None,
                                    batch_size=batch_size)
 
 
-def create_iterator(config: ml_collections.ConfigDict | None,
+def create_iterator(config: ml_collections.ConfigDict,
                     shards_or_dir: str | os.PathLike | Sequence[str], *, seed: int,
                     batch_size: int, records: np.ndarray | None = None,
                     shard_index: int | None = None,
@@ -185,7 +156,8 @@ def create_iterator(config: ml_collections.ConfigDict | None,
   """SyncNet batches from shard files (a directory, glob, file or list of those).
 
   Args:
-    config: :func:`get_config` fields (None: defaults); extra fields are ignored.
+    config: the pipeline settings, ``config.data.pipeline`` of a SyncNet training config
+      (fields documented in ``configs/syncnet.py``); extra fields are ignored.
     seed: controls clip order, labels and every window choice.
     batch_size: per-host batch size B.
     records: indices of the records to draw from (e.g. one side of :func:`split_records`);
@@ -203,24 +175,26 @@ def create_iterator(config: ml_collections.ConfigDict | None,
 def training_sources(config: ml_collections.ConfigDict, workdir: str | os.PathLike, seed: int):
   """``((train_shards, train_records), (eval_shards, eval_records))`` for the trainer.
 
-  ``config`` is the trainer's ``config.data``: ``shards`` (None or ``synthetic=True``: the
-  ``synthetic_{clips,seed,min_frames,max_frames}`` clips written once to
-  ``workdir/synthetic_shards``), ``eval_shards`` (None: hold ``num_eval_clips`` of the training
-  clips out, :func:`split_records` with ``seed``). Records None mean all.
+  ``config`` is the trainer's ``config.data``: ``shards`` ("": the ``synthetic_clips``
+  generated clips (``synthetic_seed``, ``{min,max}_frames``, ``pipeline.image_size``) written
+  once to ``workdir/synthetic_shards``), ``eval_shards`` ("": hold ``num_eval_clips`` of the
+  training clips out, :func:`split_records` with ``seed``). Records None mean all.
   """
-  if config.synthetic and config.shards:
-    raise ValueError("set either data.shards or data.synthetic=True, not both")
-  train = config.shards
-  if config.synthetic or not config.shards:
-    if not config.synthetic:
-      logging.warning("no data.shards given: training on synthetic clips")
+  if config.shards:
+    train = config.shards
+  elif config.synthetic_clips:
+    logging.warning("data.shards is empty: training on %d synthetic clips",
+                    config.synthetic_clips)
     # One shard per clip up to 4 (not the writer's default), so the clips, their order and the
     # results of earlier runs stay the same.
     train = training_data.synthetic_shards_once(
         pathlib.Path(workdir) / "synthetic_shards", num_clips=config.synthetic_clips,
-        seed=config.synthetic_seed, min_frames=config.synthetic_min_frames,
-        max_frames=config.synthetic_max_frames, image_size=config.image_size,
+        seed=config.synthetic_seed, min_frames=config.min_frames,
+        max_frames=config.max_frames, image_size=config.pipeline.image_size,
         num_shards=max(1, min(4, config.synthetic_clips)))
+  else:
+    raise ValueError("data.shards is empty and data.synthetic_clips is 0: give shards written "
+                     "by `python -m data_pipelines.prepare` (--config.data.shards=DIR)")
   if config.eval_shards:
     return (train, None), (config.eval_shards, None)
   count = len(shards.open_data_source(shards.find_shard_files(train), verify_checksums=False))

@@ -1,9 +1,9 @@
-"""Train Wav2Lip's SyncNet lip-sync expert in JAX, and load experts for the Diff2Lip trainer.
+"""Train Wav2Lip's SyncNet lip-sync expert in JAX (the library behind ``train_syncnet``).
 
     python -m diff2lip_jax.train_syncnet --config configs/syncnet.py --workdir DIR
-        [--config.data.shards=SHARDS] [--config.num_steps=N] [--config.a.b=value ...]
+        [--config.data.shards=SHARDS] [--config.train.num_steps=N] [--config.a.b=value ...]
 
-Without ``data.shards`` (or with ``data.synthetic=True``) a small synthetic dataset is written to
+Without ``data.shards`` a small synthetic dataset (``data.synthetic_clips`` clips) is written to
 ``DIR/synthetic_shards`` first, so the command runs anywhere. Training follows Wav2Lip's
 ``color_syncnet_train.py``: BCE of the cosine similarity between the audio and face embeddings
 against the in-sync label (``cosine_loss``), BatchNorm in train mode, Adam (lr 1e-4). Accuracy
@@ -11,40 +11,42 @@ counts a pair as predicted in sync when its cosine similarity is > 0.5.
 
 Workdir layout::
 
-  DIR/checkpoints/<step>/{variables,opt,data,config}  Orbax CheckpointManager; resumed from
+  DIR/checkpoints/<step>/{variables,opt,data,config}  training checkpoints; resumed from
   DIR/expert/<step>/{variables,config}                the final expert (frozen use)
+  DIR/final_eval.json                                the last evaluation's metrics
   DIR/tensorboard/                                   train/*, eval/* scalars
   DIR/synthetic_shards/                              only for synthetic runs
 
-``variables`` is ``{"params", "batch_stats"}`` of ``SyncNetColor``. The face input is BGR (see
-``model_inputs``), like the released ``lipsync_expert.pth``, so either expert can be used with
-the same preprocessing: ``load_syncnet_expert(path)`` (``syncnet_expert``) reads both.
+``variables`` is ``{"params", "batch_stats"}`` of ``SyncNetColor`` (the layout is
+:mod:`diff2lip_jax.checkpoints`'). The face input is BGR (see ``model_inputs``), like the
+released ``lipsync_expert.pth``, so either expert can be used with the same preprocessing:
+``checkpoints.load_syncnet_expert(path)`` reads both.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
-import logging as std_logging
+import logging
 import os
 import pathlib
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-from absl import logging
 from flax.training import train_state
 from jax.sharding import NamedSharding, PartitionSpec
 
-from diff2lip_jax import config_utils
-from diff2lip_jax.syncnet import data as syncnet_data
+from diff2lip_jax import checkpoints, config_utils
 from diff2lip_jax.models.syncnet import SyncNetColor, cosine_loss, syncnet_face_input
-from diff2lip_jax.syncnet.expert import export_expert, load_syncnet_expert, torch_default_init
+from diff2lip_jax.syncnet import data as syncnet_data
+from diff2lip_jax.syncnet.expert import torch_default_init
+from diff2lip_jax.training import console
+from diff2lip_jax.training.periodic import Periodic
 
 DEVICE_KEYS = ("frames", "mel", "label")
 # One module object: its bound ``apply`` is a static field of TrainState, compared by identity.
@@ -57,24 +59,24 @@ class TrainState(train_state.TrainState):
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adam as torch.optim.Adam (optionally after global-norm clipping)."""
-  return _optimizer(float(config.learning_rate), float(config.b1), float(config.b2),
+  return _optimizer(float(config.lr), float(config.b1), float(config.b2),
                     float(config.eps), float(config.grad_clip_norm or 0.0))
 
 
 @functools.lru_cache(maxsize=None)
-def _optimizer(learning_rate: float, b1: float, b2: float, eps: float,
+def _optimizer(lr: float, b1: float, b2: float, eps: float,
                clip: float) -> optax.GradientTransformation:
   # One object per setting: the optimizer is a static part of TrainState's tree, so equal
   # settings must give an equal object for jit to reuse its compiled step.
-  adam = optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
+  adam = optax.adam(lr, b1=b1, b2=b2, eps=eps)
   return optax.chain(optax.clip_by_global_norm(clip), adam) if clip > 0 else adam
 
 
 def create_train_state(config: ml_collections.ConfigDict,
                        variables: dict | None = None) -> TrainState:
   """Step-0 state: ``variables`` (``{"params", "batch_stats"}``) or :func:`torch_default_init`
-  of ``config.seed``, with the optimizer of ``config.optimizer``."""
-  variables = variables if variables is not None else torch_default_init(config.seed)
+  of ``config.train.seed``, with the optimizer of ``config.optimizer``."""
+  variables = variables if variables is not None else torch_default_init(config.train.seed)
   state = TrainState.create(apply_fn=MODEL.apply, params=variables["params"],
                             batch_stats=variables["batch_stats"],
                             tx=make_optimizer(config.optimizer))
@@ -165,175 +167,187 @@ def evaluate(step_fn, state: TrainState, batches: Iterable[dict]) -> dict[str, f
   return finalize_metrics(jax.device_get(total))
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- training run
 
-def checkpoint_manager(directory: str | os.PathLike, max_to_keep: int | None = None
-                       ) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      os.path.abspath(directory),
-      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-      item_handlers={"variables": ocp.StandardCheckpointHandler(),
-                     "opt": ocp.StandardCheckpointHandler(),
-                     "data": grain.checkpoint.CheckpointHandler(),
-                     "config": ocp.JsonCheckpointHandler()})
+EVAL_KEYS = ("loss", "accuracy", "cos_in_sync", "cos_off_sync")
 
 
-def _variables(state: TrainState) -> dict:
-  return {"params": state.params, "batch_stats": state.batch_stats}
-
-
-def _config_json(config: ml_collections.ConfigDict) -> dict:
-  return json.loads(config_utils.config_to_json(config))
-
-
-def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState,
-                    iterator: grain.DatasetIterator, config: ml_collections.ConfigDict) -> None:
-  """Saves variables, optimizer state + step and the data iterator as step ``state.step``."""
-  manager.save(int(state.step), args=ocp.args.Composite(
-      variables=ocp.args.StandardSave(_variables(state)),
-      opt=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state}),
-      data=grain.checkpoint.CheckpointSave(iterator),
-      config=ocp.args.JsonSave(_config_json(config))))
-
-
-def restore_checkpoint(manager: ocp.CheckpointManager, state: TrainState,
-                       iterator: grain.DatasetIterator, step: int | None = None) -> TrainState:
-  """State (with ``state``'s structure and shardings) and iterator position of ``step`` (latest)."""
-  step = manager.latest_step() if step is None else step
-  abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      variables=ocp.args.StandardRestore(abstract(_variables(state))),
-      opt=ocp.args.StandardRestore(abstract({"step": state.step, "opt_state": state.opt_state})),
-      data=grain.checkpoint.CheckpointRestore(iterator)))
-  variables, opt = restored["variables"], restored["opt"]
-  return state.replace(step=opt["step"], params=variables["params"],
-                       batch_stats=variables["batch_stats"], opt_state=opt["opt_state"])
-
-
-# ----------------------------------------------------------------------------- training loop
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike
-                       ) -> dict[str, float]:
-  """Trains (resuming from ``workdir``), evaluates, exports the expert; returns the last eval."""
-  from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-  workdir = pathlib.Path(workdir).absolute()
-  workdir.mkdir(parents=True, exist_ok=True)
-  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
-  replicated = NamedSharding(mesh, PartitionSpec())
-  sharded = NamedSharding(mesh, PartitionSpec("data"))  # batch split over all devices
-  if config.data.num_epochs is not None:
-    raise ValueError("config.num_steps sets the training length; leave data.num_epochs unset "
-                     f"(got {config.data.num_epochs})")
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Rejects settings the trainer cannot honour, before any work is done."""
+  if config.data.pipeline.num_epochs is not None:
+    raise ValueError("train.num_steps sets the training length; leave data.pipeline.num_epochs "
+                     f"unset (got {config.data.pipeline.num_epochs})")
   for name in ("batch_size", "eval_batch_size"):
-    if config.data[name] % jax.device_count():
-      raise ValueError(f"data.{name}={config.data[name]} must be a multiple of the "
+    if config.train[name] % jax.device_count():
+      raise ValueError(f"train.{name}={config.train[name]} must be a multiple of the "
                        f"{jax.device_count()} devices")
+
+
+@dataclasses.dataclass
+class Data:
+  """The training iterator and a factory of the (fixed) evaluation batches, on the mesh."""
+  iterator: Any
+  to_device: Callable[[dict], dict]
+  eval_batches: Callable[[], Iterator[dict]]
+
+
+def make_data(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+              sharded: NamedSharding) -> Data:
+  """Sources (shards or synthetic clips, held-out eval clips) -> iterators of device batches."""
   per_host = lambda size: size // jax.process_count()
   (train_shards, train_records), (eval_shards, eval_records) = (
-      syncnet_data.training_sources(config.data, workdir, config.seed))
-  iterator = syncnet_data.create_iterator(config.data, train_shards, seed=config.seed,
-                                          batch_size=per_host(config.data.batch_size),
+      syncnet_data.training_sources(config.data, workdir, config.train.seed))
+  iterator = syncnet_data.create_iterator(config.data.pipeline, train_shards,
+                                          seed=config.train.seed,
+                                          batch_size=per_host(config.train.batch_size),
                                           records=train_records)
-  eval_data = config.data.copy_and_resolve_references()
-  eval_data.update(shuffle=False, worker_count=0, host_prefetch=0)
+  eval_pipeline = config.data.pipeline.copy_and_resolve_references()
+  eval_pipeline.update(shuffle=False, worker_count=0, host_prefetch=0)
 
   def to_device(batch: dict) -> dict:
     return {k: jax.make_array_from_process_local_data(sharded, np.asarray(batch[k]))
             for k in DEVICE_KEYS}
 
   def eval_batches() -> Iterator[dict]:
-    it = syncnet_data.create_iterator(eval_data, eval_shards, seed=config.data.eval_seed,
-                                      batch_size=per_host(config.data.eval_batch_size),
+    it = syncnet_data.create_iterator(eval_pipeline, eval_shards, seed=config.data.eval_seed,
+                                      batch_size=per_host(config.train.eval_batch_size),
                                       records=eval_records)
-    for _ in range(config.data.num_eval_batches):
+    for _ in range(config.train.num_eval_batches):
       yield to_device(next(it))
 
-  initial = load_syncnet_expert(config.init_checkpoint) if config.init_checkpoint else None
+  return Data(iterator, to_device, eval_batches)
+
+
+def initial_state(config: ml_collections.ConfigDict, manager: Any, iterator: Any,
+                  replicated: NamedSharding) -> TrainState:
+  """The latest checkpoint of the workdir, else ``train.init_checkpoint`` or a fresh init."""
+  initial = None
+  if config.train.init_checkpoint and manager.latest_step() is None:
+    initial = checkpoints.load_syncnet_expert(config.train.init_checkpoint)
   state = jax.device_put(create_train_state(config, initial), replicated)
-  manager = checkpoint_manager(workdir / "checkpoints", config.max_checkpoints_to_keep)
-  if manager.latest_step() is not None:
-    state = restore_checkpoint(manager, state, iterator)
-    logging.info("resumed from %s at step %d", manager.directory, int(state.step))
-  p_train_step = jax.jit(train_step, in_shardings=(replicated, sharded),
-                         out_shardings=(replicated, replicated), donate_argnums=0)
-  p_eval_step = jax.jit(eval_step, in_shardings=(replicated, sharded), out_shardings=replicated)
-  writer = SummaryWriter(str(workdir / "tensorboard")) if jax.process_index() == 0 else None
-  if writer is not None:
+  if manager.latest_step() is None:
+    return state
+  variables, opt = checkpoints.restore_syncnet_state(
+      manager, _variables(state), _opt(state), iterator)
+  logging.info("resumed from %s at step %d", manager.directory, int(opt["step"]))
+  return state.replace(step=opt["step"], params=variables["params"],
+                       batch_stats=variables["batch_stats"], opt_state=opt["opt_state"])
+
+
+def _variables(state: TrainState) -> dict:
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def _opt(state: TrainState) -> dict:
+  return {"step": state.step, "opt_state": state.opt_state}
+
+
+def _train_metrics(pending: list[dict], rate: float, skipped: int) -> dict[str, float]:
+  """Pools the train-step sums since the last log line (grad norm: their mean)."""
+  sums = jax.device_get(pending)
+  train = finalize_metrics({k: sum(m[k] for m in sums) for k in sums[0] if k != "grad_norm"})
+  train["grad_norm"] = float(np.mean([m["grad_norm"] for m in sums]))
+  train.update(steps_per_second=rate, skipped_records=float(skipped))
+  return train
+
+
+def run_steps(config: ml_collections.ConfigDict, state: TrainState, data: Data, steps: tuple,
+              manager: Any, writer: Any, stop: Any = None
+              ) -> tuple[TrainState, dict[str, float], bool]:
+  """Trains to ``train.num_steps``: ``(state, last eval metrics or {}, stopped by SIGTERM)``."""
+  p_train_step, p_eval_step = steps
+  train, step = config.train, int(state.step)
+  log_now, eval_now = Periodic(train.log_every, train.num_steps), Periodic(
+      train.eval_every, train.num_steps)
+  save_now = Periodic(train.checkpoint_every, train.num_steps)
+  progress = console.Progress(train.num_steps, step, enabled=jax.process_index() == 0)
+  eval_metrics, pending, stopping = {}, [], False
+  try:
+    while step < train.num_steps and not stopping:
+      state, metrics = p_train_step(state, data.to_device(next(data.iterator)))
+      pending.append(metrics)
+      step += 1
+      progress.advance(step)
+      if log_now(step):
+        rate = progress.rate(step)
+        values = _train_metrics(pending, rate, data.iterator.skipped_records)
+        console.write_scalars(writer, "train", step, values)
+        progress.log(step, values, EVAL_KEYS + ("grad_norm",), rate)
+        pending = []
+      if eval_now(step):
+        eval_metrics = evaluate(p_eval_step, state, data.eval_batches())
+        console.write_scalars(writer, "eval", step, eval_metrics)
+        progress.write(f"eval at step {step}: " + " ".join(
+            f"{k} {console.format_value(eval_metrics[k])}" for k in EVAL_KEYS))
+      stopping = stop is not None and stop.requested
+      if save_now(step) or stopping:
+        checkpoints.save_syncnet_state(manager, step, _variables(state), _opt(state),
+                                       data.iterator, config, wait=stopping)
+  finally:
+    progress.close()
+  return state, eval_metrics, stopping
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+                       stop: Any = None) -> dict[str, float]:
+  """Trains (resuming from ``workdir``), evaluates, exports the expert; returns the last eval.
+
+  ``stop.requested`` (set by SIGTERM) saves a checkpoint and returns before the export.
+  """
+  from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  started = time.perf_counter()
+  check_config(config)
+  workdir = pathlib.Path(workdir).absolute()
+  workdir.mkdir(parents=True, exist_ok=True)
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  sharded = NamedSharding(mesh, PartitionSpec("data"))  # batch split over all devices
+  data = make_data(config, workdir, sharded)
+  manager = checkpoints.training_manager(workdir, config)
+  state = initial_state(config, manager, data.iterator, replicated)
+  start = int(state.step)
+  steps = (jax.jit(train_step, in_shardings=(replicated, sharded),
+                   out_shardings=(replicated, replicated), donate_argnums=0),
+           jax.jit(eval_step, in_shardings=(replicated, sharded), out_shardings=replicated))
+  is_main = jax.process_index() == 0
+  writer = SummaryWriter(str(workdir / "tensorboard")) if is_main else None
+  if is_main:
     (workdir / "config.json").write_text(config_utils.config_to_json(config))
-
-  def scalars(prefix: str, values: dict[str, float], step: int) -> None:
+  try:
+    state, eval_metrics, stopped = run_steps(config, state, data, steps, manager, writer, stop)
+  finally:
+    manager.close()  # waits for an async save still being written
     if writer is not None:
-      for name, value in values.items():
-        writer.add_scalar(f"{prefix}/{name}", value, step)
-      writer.flush()
-
-  eval_metrics: dict[str, float] = {}
-  pending, started, window_start = [], time.perf_counter(), int(state.step)
-  step = int(state.step)
-  while step < config.num_steps:
-    state, metrics = p_train_step(state, to_device(next(iterator)))
-    pending.append(metrics)
-    step += 1
-    last = step == config.num_steps
-    if step % config.log_every == 0 or last:
-      sums = jax.device_get(pending)
-      train = finalize_metrics({k: sum(m[k] for m in sums) for k in sums[0] if k != "grad_norm"})
-      train["grad_norm"] = float(np.mean([m["grad_norm"] for m in sums]))
-      elapsed = time.perf_counter() - started
-      train["steps_per_second"] = (step - window_start) / max(elapsed, 1e-9)
-      train["skipped_records"] = float(iterator.skipped_records)
-      scalars("train", train, step)
-      logging.info("step %d/%d  loss %.4f  accuracy %.3f  cos in/off %.3f/%.3f  %.2f steps/s",
-                   step, config.num_steps, train["loss"], train["accuracy"],
-                   train["cos_in_sync"], train["cos_off_sync"], train["steps_per_second"])
-      pending, started, window_start = [], time.perf_counter(), step
-    if step % config.eval_every == 0 or last:
-      eval_metrics = evaluate(p_eval_step, state, eval_batches())
-      scalars("eval", eval_metrics, step)
-      logging.info("eval at step %d: loss %.4f  accuracy %.3f  cos in/off %.3f/%.3f", step,
-                   eval_metrics["loss"], eval_metrics["accuracy"], eval_metrics["cos_in_sync"],
-                   eval_metrics["cos_off_sync"])
-    if step % config.checkpoint_every == 0 or last:
-      save_checkpoint(manager, state, iterator, config)
-  manager.wait_until_finished()
-  manager.close()
+      writer.close()
+  if stopped:
+    if is_main:
+      console.print_summary(f"stopped at step {int(state.step)}/{config.train.num_steps} after "
+                            "SIGTERM; re-run the same command to resume", [])
+    return eval_metrics
   if not eval_metrics:  # resumed a finished run: report the expert as it is
-    eval_metrics = evaluate(p_eval_step, state, eval_batches())
-  expert = export_expert(workdir / "expert", jax.device_get(_variables(state)), config,
-                         int(state.step))
-  logging.info("exported the expert to %s (load with load_syncnet_expert)", expert)
-  if writer is not None:
-    writer.close()
+    eval_metrics = evaluate(steps[1], state, data.eval_batches())
+  expert = checkpoints.export_expert(workdir / "expert", jax.device_get(_variables(state)),
+                                     config, int(state.step))
+  if is_main:
+    _finish(workdir, expert, eval_metrics, int(state.step) - start, config,
+            time.perf_counter() - started)
   return eval_metrics
 
 
-class _ProjectInfoOnly(std_logging.Filter):
-  """INFO lines of this project only: Orbax logs ~40 INFO lines per checkpoint save."""
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    path = record.pathname.replace(os.sep, "/")
-    return (record.levelno >= std_logging.WARNING or "/diff2lip_jax/" in path
-            or "/data_pipelines/" in path)
-
-
-def main(argv: list[str]) -> None:
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  if len(argv) > 1:
-    raise ValueError(f"unexpected arguments {argv[1:]}; settings go in --config.<field>=value")
-  logging.get_absl_handler().addFilter(_ProjectInfoOnly())
-  metrics = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-  print(json.dumps({"final_eval": metrics}), flush=True)
-
-
-def define_flags() -> None:
-  """``--config`` (config file; ``--config.a.b=value`` overrides) and ``--workdir``."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  config_flags.DEFINE_config_file(
-      "config", None, "Training config file, e.g. configs/syncnet.py. Override any field with "
-      "--config.<field>=value, e.g. --config.data.shards=/data/shards --config.num_steps=1000 "
-      "--config.data.batch_size=64 --config.data.synthetic=True.", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Directory for checkpoints (resumed from if present), "
-                      "TensorBoard events, the exported expert and synthetic shards.")
-  flags.mark_flags_as_required(["config", "workdir"])
-
+def _finish(workdir: pathlib.Path, expert: pathlib.Path, metrics: dict[str, float], steps: int,
+            config: ml_collections.ConfigDict, seconds: float) -> None:
+  """Writes ``final_eval.json`` and prints the end-of-run summary."""
+  path = workdir / "final_eval.json"
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+  os.replace(tmp, path)
+  total = config.train.num_steps
+  console.print_summary(
+      f"trained {steps} steps ({total}/{total}) in {console.format_duration(seconds)}",
+      [("eval", " ".join(f"{k} {console.format_value(metrics[k])}" for k in EVAL_KEYS)
+        + f" ({path})"),
+       ("expert", str(expert)),
+       ("checkpoints", str(workdir / "checkpoints")),
+       ("tensorboard", f"tensorboard --logdir {workdir / 'tensorboard'}")],
+      "python -m diff2lip_jax.train --config configs/released.py --workdir RUN "
+      f"--config.syncnet.checkpoint={workdir}")

@@ -1,23 +1,30 @@
-"""The training loop: data, sharded state, jitted step, checkpoints, logs and samples."""
+"""The Diff2Lip training loop: data, sharded state, jitted step, checkpoints, logs and samples."""
 from __future__ import annotations
 
+import dataclasses
+import glob
 import logging
 import os
 import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
+from diff2lip_jax import checkpoints
 from diff2lip_jax.diffusion import create_diffusion
 from diff2lip_jax.models import create_model, init_params
-from diff2lip_jax.training import checkpointing, data, reporting, sharding
+from diff2lip_jax.models import discriminator as disc_lib
+from diff2lip_jax.training import console, data, reporting, sharding
+from diff2lip_jax.training.periodic import Periodic
 from diff2lip_jax.training.state import create_train_state, inference_params
 from diff2lip_jax.training.step import make_train_step
 
+# Terms of the progress line (loss terms only when weighted); TensorBoard gets every metric.
+PROGRESS_KEYS = ("loss", "mse", "vb", "l1", "sync", "lpips", "adversarial", "disc_loss", "lr")
 
-class NonFiniteError(RuntimeError):
+
+class NonFiniteError(FloatingPointError):
   """Too many consecutive steps with a non-finite loss or gradient."""
 
 
@@ -29,7 +36,7 @@ def check_nonfinite(metrics: dict, config: ml_collections.ConfigDict, step: int,
     raise NonFiniteError(
         f"{streak} consecutive steps had a non-finite loss or gradient (step {step}); lower "
         "optimizer.lr, check the data, or use float32 (--config.model.dtype=float32). The last "
-        f"good checkpoint is in {checkpointing.checkpoint_dir(workdir)}")
+        f"good checkpoint is in {checkpoints.checkpoint_dir(workdir)}")
 
 
 def frozen_networks(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
@@ -42,8 +49,7 @@ def frozen_networks(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
   if config.loss.sync:
     if config.syncnet.checkpoint:
       from diff2lip_jax.models.syncnet import SyncNetColor
-      from diff2lip_jax.syncnet.expert import load_syncnet_expert
-      variables["syncnet"] = load_syncnet_expert(config.syncnet.checkpoint)
+      variables["syncnet"] = checkpoints.load_syncnet_expert(config.syncnet.checkpoint)
       fns["syncnet"] = SyncNetColor().apply
     else:
       logging.warning("loss.sync=%s but syncnet.checkpoint is empty: sync loss off",
@@ -62,95 +68,162 @@ def frozen_networks(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
   return fns, variables
 
 
-def _discriminator(config: ml_collections.ConfigDict, rng: jax.Array):
+def make_discriminator(config: ml_collections.ConfigDict) -> Any:
+  """The ``SequenceDiscriminator`` of ``config.discriminator``, or None when the adversarial
+  term is off. Its params: ``init_discriminator_params(rng, model, S // 2, S)``."""
   if not config.loss.adversarial:
-    return None, None
-  from diff2lip_jax.models import discriminator as disc_lib
+    return None
   disc = config.discriminator
-  model = disc_lib.SequenceDiscriminator(nframes=int(config.model.nframes),
-                                         base_features=int(disc.width),
-                                         num_downsamples=int(disc.depth))
-  size, f = int(config.model.image_size), int(config.model.nframes)
-  params = model.init(rng, jnp.zeros((1, f, size // 2, size, 3)))["params"]
-  return model, params
+  return disc_lib.SequenceDiscriminator(nframes=int(config.model.nframes),
+                                        base_features=int(disc.width),
+                                        num_downsamples=int(disc.depth))
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything the loop works with, built by :func:`setup`."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: Any
+  state: Any
+  step_fn: Any
+  frozen: Any
+  iterator: Any
+  manager: Any
+  logger: reporting.RunLogger
+
+
+def _initial_state(config: ml_collections.ConfigDict, model: Any, mesh: Any):
+  """A fresh state created directly in its shardings: ``(state, shardings, discriminator)``."""
+  init_rng, disc_rng, state_rng = jax.random.split(jax.random.PRNGKey(int(config.train.seed)), 3)
+  disc_model = make_discriminator(config)
+  size = int(config.model.image_size)
+
+  def make_state():
+    params = init_params(model, config.model, init_rng)
+    disc_params = None if disc_model is None else disc_lib.init_discriminator_params(
+        disc_rng, disc_model, size // 2, size)
+    return create_train_state(state_rng, params, config, disc_params)
+
+  shardings = sharding.state_shardings(jax.eval_shape(make_state), mesh)
+  return jax.jit(make_state, out_shardings=shardings)(), shardings, disc_model
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  """Data, mesh, state (restored from the latest checkpoint if any) and the jitted step."""
+  train_shards, eval_shards = data.resolve_shards(config, workdir)
+  model = create_model(config.model)
+  mesh = sharding.create_mesh(config)
+  sharding.check_batch_divisible(int(config.train.batch_size), mesh)
+  state, state_sharding, disc_model = _initial_state(config, model, mesh)
+  iterator = data.train_iterator(config, train_shards)
+  manager = checkpoints.training_manager(workdir, config)
+  step, restored = checkpoints.restore_training_state(manager, state, iterator)
+  if restored is not None:
+    state = restored
+    logging.info("resumed from step %d in %s", step, checkpoints.checkpoint_dir(workdir))
+  fns, frozen = frozen_networks(config)
+  train_step = make_train_step(model, create_diffusion(config.diffusion, timestep_respacing=""),
+                               config, syncnet_apply=fns.get("syncnet"),
+                               lpips_apply=fns.get("lpips"), discriminator=disc_model)
+  step_fn = jax.jit(train_step, in_shardings=(state_sharding, None, None),
+                    out_shardings=(state_sharding, None), donate_argnums=(0,))
+  logger = reporting.RunLogger(workdir, config, model, eval_shards or train_shards)
+  return Run(config, workdir, mesh, state, step_fn,
+             jax.device_put(frozen, sharding.replicated(mesh)), iterator, manager, logger)
+
+
+def _log(run: Run, progress: console.Progress, step: int, metrics: dict) -> None:
+  values = {k: float(v) for k, v in jax.device_get(metrics).items() if getattr(v, "ndim", 0) == 0}
+  rate = progress.rate(step)
+  frames_per_step = int(run.config.train.batch_size) * int(run.config.model.nframes)
+  values.update(steps_per_s=rate, samples_per_s=rate * frames_per_step,
+                skipped_records=float(run.iterator.skipped_records))
+  console.write_scalars(run.logger.writer, "train", step, values)
+  skipped = int(values["nonfinite_steps"])
+  extra = f"{values['samples_per_s']:.1f} frames/s" + (f" skipped {skipped}" if skipped else "")
+  weights = run.config.loss
+  keys = [k for k in PROGRESS_KEYS if k not in weights or weights[k]]
+  progress.log(step, values, keys, rate, extra=extra)
+
+
+def run_steps(run: Run, end_step: int, stop: Any = None) -> tuple[int, bool]:
+  """Steps from ``run.state.step`` to ``end_step``; returns ``(last step, stopped by SIGTERM)``."""
+  config, start = run.config, int(run.state.step)
+  train = config.train
+  log_now = Periodic(train.log_every, end_step)
+  save_now = Periodic(train.checkpoint_every, end_step)
+  sample_now = Periodic(train.sample_every, int(train.num_steps), on_last=False)
+  progress = console.Progress(int(train.num_steps), start, enabled=jax.process_index() == 0)
+  done, stopping = start, False
+  try:
+    for done in range(start + 1, end_step + 1):
+      batch = sharding.global_batch(next(run.iterator), run.mesh)
+      run.state, metrics = run.step_fn(run.state, batch, run.frozen)
+      check_nonfinite(metrics, config, done, run.workdir)
+      progress.advance(done)
+      if log_now(done):
+        _log(run, progress, done, metrics)
+      stopping = stop is not None and stop.requested
+      if save_now(done) or stopping:
+        checkpoints.save_training_state(run.manager, done, run.state,
+                                        inference_params(run.state, config), run.iterator,
+                                        config, wait=stopping)
+      if sample_now(done) and jax.process_index() == 0:
+        run.logger.samples(done, inference_params(run.state, config))
+      if stopping:
+        break
+  finally:
+    progress.close()
+  return done, stopping
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: Any = None,
                        max_steps: int | None = None) -> Any:
   """Trains until ``config.train.num_steps`` (or ``max_steps`` more steps, for tests).
 
-  Returns the final :class:`TrainState`.
+  ``stop.requested`` (set by SIGTERM) saves a checkpoint and returns early. Returns the final
+  :class:`TrainState`.
   """
+  started = time.perf_counter()
   os.makedirs(workdir, exist_ok=True)
   config = config.copy_and_resolve_references()
-  train_shards, eval_shards = data.resolve_shards(config, workdir)
-  model = create_model(config.model)
-  train_diffusion = create_diffusion(config.diffusion, timestep_respacing="")
-  mesh = sharding.create_mesh(config)
-  sharding.check_batch_divisible(int(config.train.batch_size), mesh)
+  run = setup(config, workdir)
+  start, num_steps = int(run.state.step), int(config.train.num_steps)
+  end_step = num_steps if max_steps is None else min(num_steps, start + max_steps)
+  try:
+    done, stopped = run_steps(run, end_step, stop)
+    if not stopped and done == num_steps > start and jax.process_index() == 0:
+      run.logger.samples(done, inference_params(run.state, config),
+                         demo_video=int(config.train.demo_video_frames) > 0)
+  finally:
+    run.manager.close()  # waits for an async save still being written
+    run.logger.close()
+  if jax.process_index() == 0:
+    print_summary(run, start, done, stopped, time.perf_counter() - started)
+  return run.state
 
-  rng = jax.random.PRNGKey(int(config.train.seed))
-  init_rng, disc_rng, state_rng = jax.random.split(rng, 3)
-  disc_model, _ = _discriminator(config, disc_rng)
 
-  def make_state():
-    params = init_params(model, config.model, init_rng)
-    disc_params = _discriminator(config, disc_rng)[1] if disc_model is not None else None
-    return create_train_state(state_rng, params, config, disc_params)
-
-  abstract = jax.eval_shape(make_state)
-  state_sharding = sharding.state_shardings(abstract, mesh)
-  state = jax.jit(make_state, out_shardings=state_sharding)()
-
-  iterator = data.train_iterator(config, train_shards)
-  manager = checkpointing.create_manager(workdir, config)
-  step, restored = checkpointing.restore_latest(
-      manager, checkpointing.abstract_with_shardings(state, state_sharding), iterator)
-  if restored is not None:
-    state = restored
-    logging.info("resumed from step %d in %s", step, checkpointing.checkpoint_dir(workdir))
-
-  fns, frozen = frozen_networks(config)
-  train_step = make_train_step(model, train_diffusion, config,
-                               syncnet_apply=fns.get("syncnet"), lpips_apply=fns.get("lpips"),
-                               discriminator=disc_model)
-  frozen = jax.device_put(frozen, sharding.replicated(mesh))
-  step_fn = jax.jit(train_step, in_shardings=(state_sharding, None, None),
-                    out_shardings=(state_sharding, None), donate_argnums=(0,))
-
-  writer = samples.RunLogger(workdir, config, model, eval_shards or train_shards)
-  start_step = int(state.step)
-  end_step = int(config.train.num_steps)
-  if max_steps is not None:
-    end_step = min(end_step, start_step + max_steps)
-  windows_per_step = int(config.train.batch_size)
-  frames_per_window = int(config.model.nframes)
-  last_log_time, last_log_step = time.time(), start_step
-  metrics = None
-  for step in range(start_step, end_step):
-    batch = sharding.global_batch(next(iterator), mesh)
-    state, metrics = step_fn(state, batch, frozen)
-    done = step + 1
-    check_nonfinite(metrics, config, done, workdir)
-    if done % int(config.train.log_every) == 0 or done == end_step:
-      now = time.time()
-      rate = (done - last_log_step) / max(now - last_log_time, 1e-9)
-      writer.scalars(done, jax.device_get(metrics), steps_per_s=rate,
-                     samples_per_s=rate * windows_per_step * frames_per_window,
-                     skipped_records=iterator.skipped_records)
-      last_log_time, last_log_step = now, done
-    stopping = stop is not None and stop.requested
-    if done % int(config.train.checkpoint_every) == 0 or done == end_step or stopping:
-      checkpointing.save(manager, done, state, inference_params(state, config), iterator, config)
-    if done % int(config.train.sample_every) == 0 and jax.process_index() == 0:
-      writer.samples(done, inference_params(state, config))
-    if stopping:
-      logging.warning("stopped at step %d after SIGTERM; re-run the same command to resume",
-                      done)
-      break
+def print_summary(run: Run, start: int, done: int, stopped: bool, seconds: float) -> None:
+  """Steps done, wall time, where the outputs are, and the command to run next."""
+  config, workdir = run.config, os.path.abspath(run.workdir)
+  total = int(config.train.num_steps)
+  latest = run.manager.latest_step()
+  newest = lambda pattern: sorted(glob.glob(os.path.join(workdir, "samples", pattern)))[-1:]
+  samples = [os.path.basename(p) for p in newest("grid_*.png") + newest("demo_*.mp4")]
+  if stopped:
+    title = (f"stopped at step {done}/{total} after SIGTERM ({done - start} steps in "
+             f"{console.format_duration(seconds)}); re-run the same command to resume")
   else:
-    if jax.process_index() == 0 and metrics is not None and end_step == int(config.train.num_steps):
-      writer.samples(end_step, inference_params(state, config), demo_video=True)
-  manager.close()
-  writer.close()
-  return state
+    title = (f"trained {done - start} steps ({done}/{total}) in "
+             f"{console.format_duration(seconds)}")
+  rows = [("checkpoint", f"{checkpoints.checkpoint_dir(workdir)} (step {latest})"),
+          ("samples", os.path.join(workdir, "samples") +
+           (f" ({', '.join(samples)})" if samples else "")),
+          ("tensorboard", f"tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")]
+  if config.data.shards:
+    command = (f"python -m diff2lip_jax.sample --checkpoint {workdir} --video FACE.mp4 "
+               "--audio SPEECH.wav --out OUT.mp4")
+  else:
+    command = f"python -m diff2lip_jax.lipsync_score --checkpoint {workdir}"
+  console.print_summary(title, rows, None if stopped else command)

@@ -1,4 +1,5 @@
-"""What a person looks at during training: console lines, TensorBoard, image grids, demo videos."""
+"""What a person looks at during training besides the console (training/console.py): the
+TensorBoard writer, image grids and demo videos."""
 from __future__ import annotations
 
 import logging
@@ -35,7 +36,7 @@ def _write_png(path: str, image: np.ndarray) -> None:
 
 
 class RunLogger:
-  """TensorBoard scalars and images, console progress, PNG grids and mp4 demos in the workdir."""
+  """The TensorBoard writer (``writer``, None off process 0), PNG grids and mp4 demos."""
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict, model: Any,
                sample_shards: str):
@@ -49,22 +50,6 @@ class RunLogger:
       self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
     self._sample_shards = sample_shards
     self._sample_batch = None
-
-  def scalars(self, step: int, metrics: dict[str, Any], **extra: float) -> None:
-    values = {k: float(np.asarray(v)) for k, v in metrics.items() if np.ndim(v) == 0}
-    values.update({k: float(v) for k, v in extra.items()})
-    if not self.is_main:
-      return
-    for name, value in sorted(values.items()):
-      self.writer.add_scalar(f"train/{name}", value, step)
-    self.writer.flush()
-    terms = " ".join(f"{k}={values[k]:.4f}" for k in ("loss", "mse", "vb", "l1", "sync",
-                                                       "lpips", "adversarial", "disc_loss")
-                     if k in values)
-    print(f"step {step}/{self.config.train.num_steps} {terms} grad_norm={values['grad_norm']:.3f} "
-          f"lr={values['lr']:.2e} {values['steps_per_s']:.2f} steps/s "
-          f"{values['samples_per_s']:.1f} frames/s skipped_nonfinite="
-          f"{int(values['nonfinite_steps'])}", flush=True)
 
   def sampler(self, params: Any, batch_size: int) -> Diff2LipSampler:
     """The face-crop sampler of grids and demos: DDIM (eta 0) with ``train.sample_respacing``,

@@ -1,7 +1,6 @@
 """Training state (a pytree Orbax saves whole) and the optimizers that update it."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import flax
@@ -110,7 +109,3 @@ def inference_params(state: TrainState, config: ml_collections.ConfigDict) -> An
   """The params to sample with: the first EMA copy, or the raw params without EMA."""
   names = ema_names(config)
   return state.ema[names[0]] if names else state.params
-
-
-def replace(state: TrainState, **changes) -> TrainState:
-  return dataclasses.replace(state, **changes)

@@ -18,6 +18,7 @@ import optax
 
 from diff2lip_jax.diffusion import GaussianDiffusion
 from diff2lip_jax.diffusion.sampling import lower_half_mask, masked_condition
+from diff2lip_jax.models import discriminator as disc_lib
 from diff2lip_jax.training import objective
 from diff2lip_jax.training.state import (TrainState, learning_rate_schedule, make_disc_optimizer,
                                          make_optimizer, update_ema)
@@ -56,6 +57,112 @@ def training_timesteps(diffusion: GaussianDiffusion, key: jax.Array, windows: in
   return jnp.repeat(diffusion.sample_timesteps(key, windows), nframes)
 
 
+def timestep_mode(config: ml_collections.ConfigDict, window_terms: bool) -> bool:
+  """``train.timesteps`` as ``per_frame`` (True) or ``per_window``; ``window_terms``: the sync
+  or adversarial term is on (they judge a window's frames together)."""
+  timesteps = str(config.train.get("timesteps", "per_window"))
+  if timesteps not in ("per_window", "per_frame"):
+    raise ValueError(f"train.timesteps={timesteps!r}: use 'per_window' or 'per_frame'")
+  if timesteps == "per_frame" and window_terms:
+    raise ValueError("train.timesteps='per_frame' needs loss.sync and loss.adversarial off: "
+                     "the expert and the discriminator judge a window's frames together")
+  return timesteps == "per_frame"
+
+
+def noisy_inputs(diffusion: GaussianDiffusion, rng: jax.Array, inputs: dict[str, Any],
+                 hide: float, per_frame: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Draws the step's randomness: ``(next_rng, {t, noise, mask, x_t, cond_img, dropout_key})``.
+
+  ``x_t [N,S,S,3]`` is ``x0`` noised to timestep ``t [N]``; ``cond_img`` is ``x0`` with the
+  masked region replaced by fresh noise (reusing ``noise`` would let the model read ε off
+  its input); ``mask [N,S,S,1]`` is 1 on the lower ``hide`` fraction of each crop.
+  """
+  x0 = inputs["x0"]
+  n, size = x0.shape[0], x0.shape[1]
+  rng, k_t, k_noise, k_cond, k_drop = jax.random.split(rng, 5)
+  t = training_timesteps(diffusion, k_t, inputs["windows"], inputs["nframes"], per_frame)
+  noise = jax.random.normal(k_noise, x0.shape, jnp.float32)
+  mask = lower_half_mask(n, size, hide)
+  x_t = diffusion.q_sample(x0, t, noise)
+  cond_img = masked_condition(x0, mask, jax.random.normal(k_cond, x0.shape, jnp.float32))
+  return rng, {"t": t, "noise": noise, "mask": mask, "x_t": x_t, "cond_img": cond_img,
+               "dropout_key": k_drop}
+
+
+def make_loss_fn(model: nn.Module, diffusion: GaussianDiffusion,
+                 config: ml_collections.ConfigDict, *,
+                 syncnet_apply: Callable[..., Any] | None = None,
+                 lpips_apply: Callable[..., Any] | None = None,
+                 discriminator: nn.Module | None = None):
+  """``loss_fn(params, disc_params, inputs, noisy, frozen) -> (loss, (terms, shown))``.
+
+  The weighted sum of the terms of ``config.loss``; the sync, LPIPS and adversarial terms
+  only for the networks given. ``shown [N,S,S,3]`` is the composited x̂0 (generated inside
+  the mask, ground truth outside), which those terms judge.
+  """
+  weights, kind = config.loss, config.discriminator.loss
+
+  def loss_fn(params, disc_params, inputs, noisy, frozen):
+    x0, mask, nframes = inputs["x0"], noisy["mask"], inputs["nframes"]
+    output = model.apply({"params": params}, noisy["x_t"], diffusion.model_timesteps(noisy["t"]),
+                         cond_img=noisy["cond_img"], mask=mask, ref_img=inputs["ref"],
+                         indiv_mels=inputs["mels"], train=True,
+                         rngs={"dropout": noisy["dropout_key"]})
+    terms = objective.diffusion_terms(diffusion, output, x0, noisy["x_t"], noisy["t"],
+                                      noisy["noise"], mask)
+    pred_xstart = terms.pop("pred_xstart")
+    shown = objective.composite(pred_xstart, x0, mask)
+    terms["l1"] = objective.masked_l1(pred_xstart, x0, mask)
+    if syncnet_apply is not None:
+      terms["sync"] = objective.sync_loss(syncnet_apply, frozen["syncnet"], shown,
+                                          inputs["sync_mel"], nframes)
+    if lpips_apply is not None:
+      terms["lpips"] = jnp.mean(lpips_apply(frozen["lpips"], shown, x0))
+    if discriminator is not None:
+      terms["adversarial"] = disc_lib.generator_objective(
+          discriminator, disc_params, disc_lib.lower_half_sequence(shown, nframes), kind)
+    return objective.weighted_total(terms, weights), (terms, shown)
+
+  return loss_fn
+
+
+def update_generator(state: TrainState, grads: Any, loss: jax.Array,
+                     tx: optax.GradientTransformation, config: ml_collections.ConfigDict
+                     ) -> tuple[jax.Array, jax.Array, dict[str, Any]]:
+  """``(finite, grad_norm, {params, opt_state, ema})``: the optimizer and EMA update, or the
+  old values when the loss or the gradient is not finite."""
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  updates, new_opt = tx.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  params = _select(finite, new_params, state.params)
+  opt_state = _select(finite, new_opt, state.opt_state)
+  ema = _select(finite, update_ema(state.ema, params, config, state.step), state.ema)
+  return finite, grad_norm, {"params": params, "opt_state": opt_state, "ema": ema}
+
+
+def update_discriminator(discriminator: nn.Module, disc_tx: optax.GradientTransformation,
+                         state: TrainState, x0: jax.Array, shown: jax.Array, nframes: int,
+                         kind: str, finite: jax.Array
+                         ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
+  """One discriminator step on real ``x0`` vs generated ``shown`` windows (``[N,S,S,3]``).
+
+  Returns ``({disc_params, disc_opt_state}, metrics)``; skipped (old values) when the
+  generator step or this one is not finite.
+  """
+  real = disc_lib.lower_half_sequence(x0, nframes)
+  fake = disc_lib.lower_half_sequence(shown, nframes)
+  (disc_loss, aux), grads = jax.value_and_grad(disc_lib.discriminator_objective, argnums=1,
+                                               has_aux=True)(
+      discriminator, state.disc_params, real, fake, kind)
+  ok = finite & jnp.isfinite(disc_loss) & jnp.isfinite(optax.global_norm(grads))
+  updates, new_opt = disc_tx.update(grads, state.disc_opt_state, state.disc_params)
+  params = _select(ok, optax.apply_updates(state.disc_params, updates), state.disc_params)
+  opt_state = _select(ok, new_opt, state.disc_opt_state)
+  return ({"disc_params": params, "disc_opt_state": opt_state},
+          {"disc_loss": disc_loss, "disc_real": aux["d_real"], "disc_fake": aux["d_fake"]})
+
+
 def make_train_step(model: nn.Module, diffusion: GaussianDiffusion,
                     config: ml_collections.ConfigDict, *,
                     syncnet_apply: Callable[..., Any] | None = None,
@@ -68,87 +175,33 @@ def make_train_step(model: nn.Module, diffusion: GaussianDiffusion,
   network's weights are not available).
   """
   weights = config.loss
-  tx = make_optimizer(config)
-  disc_tx = make_disc_optimizer(config)
+  tx, disc_tx = make_optimizer(config), make_disc_optimizer(config)
   lr_schedule = learning_rate_schedule(config)
   hide = float(config.model.get("face_hide_percentage", 0.5))
-  use_sync = bool(weights.sync) and syncnet_apply is not None
-  use_lpips = bool(weights.lpips) and lpips_apply is not None
-  use_adv = bool(weights.adversarial) and discriminator is not None
-  if use_adv:
-    from diff2lip_jax.models import discriminator as disc_lib
-  timesteps = str(config.train.get("timesteps", "per_window"))
-  if timesteps not in ("per_window", "per_frame"):
-    raise ValueError(f"train.timesteps={timesteps!r}: use 'per_window' or 'per_frame'")
-  if timesteps == "per_frame" and (use_sync or use_adv):
-    raise ValueError("train.timesteps='per_frame' needs loss.sync and loss.adversarial off: "
-                     "the expert and the discriminator judge a window's frames together")
-  per_frame_timesteps = timesteps == "per_frame"
+  syncnet_apply = syncnet_apply if weights.sync else None
+  lpips_apply = lpips_apply if weights.lpips else None
+  discriminator = discriminator if weights.adversarial else None
+  per_frame = timestep_mode(config, syncnet_apply is not None or discriminator is not None)
+  loss_fn = make_loss_fn(model, diffusion, config, syncnet_apply=syncnet_apply,
+                         lpips_apply=lpips_apply, discriminator=discriminator)
 
   def train_step(state: TrainState, batch: dict[str, jax.Array], frozen: dict[str, Any]
                  ) -> tuple[TrainState, dict[str, jax.Array]]:
     inputs = flatten_batch(batch)
-    x0, nframes = inputs["x0"], inputs["nframes"]
-    n, size = x0.shape[0], x0.shape[1]
-    rng, k_t, k_noise, k_cond, k_drop = jax.random.split(state.rng, 5)
-    t = training_timesteps(diffusion, k_t, inputs["windows"], nframes, per_frame_timesteps)
-    noise = jax.random.normal(k_noise, x0.shape, jnp.float32)
-    mask = lower_half_mask(n, size, hide)
-    x_t = diffusion.q_sample(x0, t, noise)
-    # Fresh noise in cond_img: reusing `noise` would let the model read ε off its input.
-    cond_img = masked_condition(x0, mask, jax.random.normal(k_cond, x0.shape, jnp.float32))
-
-    def loss_fn(params):
-      output = model.apply({"params": params}, x_t, diffusion.model_timesteps(t),
-                           cond_img=cond_img, mask=mask, ref_img=inputs["ref"],
-                           indiv_mels=inputs["mels"], train=True, rngs={"dropout": k_drop})
-      terms = objective.diffusion_terms(diffusion, output, x0, x_t, t, noise, mask)
-      pred_xstart = terms.pop("pred_xstart")
-      shown = objective.composite(pred_xstart, x0, mask)
-      terms["l1"] = objective.masked_l1(pred_xstart, x0, mask)
-      if use_sync:
-        terms["sync"] = objective.sync_loss(syncnet_apply, frozen["syncnet"], shown,
-                                            inputs["sync_mel"], nframes)
-      if use_lpips:
-        terms["lpips"] = jnp.mean(lpips_apply(frozen["lpips"], shown, x0))
-      if use_adv:
-        fake = disc_lib.lower_half_sequence(shown, nframes)
-        logits = discriminator.apply({"params": state.disc_params}, fake)
-        terms["adversarial"] = disc_lib.generator_adversarial_loss(
-            logits, config.discriminator.loss)
-      return objective.weighted_total(terms, weights), (terms, shown)
-
-    (loss, (terms, shown)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, new_opt = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    params = _select(finite, new_params, state.params)
-    opt_state = _select(finite, new_opt, state.opt_state)
-    ema = _select(finite, update_ema(state.ema, params, config, state.step), state.ema)
-
-    disc_params, disc_opt_state = state.disc_params, state.disc_opt_state
+    rng, noisy = noisy_inputs(diffusion, state.rng, inputs, hide, per_frame)
+    (loss, (terms, shown)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state.disc_params, inputs, noisy, frozen)
+    finite, grad_norm, updated = update_generator(state, grads, loss, tx, config)
     metrics = dict(terms)
-    if use_adv:
-      real_seq = disc_lib.lower_half_sequence(x0, nframes)
-      fake_seq = jax.lax.stop_gradient(disc_lib.lower_half_sequence(shown, nframes))
-
-      def disc_loss_fn(dp):
-        real = discriminator.apply({"params": dp}, real_seq)
-        fake = discriminator.apply({"params": dp}, fake_seq)
-        return disc_lib.discriminator_loss(real, fake, config.discriminator.loss)
-
-      disc_loss, disc_grads = jax.value_and_grad(disc_loss_fn)(disc_params)
-      disc_ok = finite & jnp.isfinite(disc_loss) & jnp.isfinite(optax.global_norm(disc_grads))
-      disc_updates, new_disc_opt = disc_tx.update(disc_grads, disc_opt_state, disc_params)
-      disc_params = _select(disc_ok, optax.apply_updates(disc_params, disc_updates), disc_params)
-      disc_opt_state = _select(disc_ok, new_disc_opt, disc_opt_state)
-      metrics["disc_loss"] = disc_loss
-
+    if discriminator is not None:
+      disc_updated, disc_metrics = update_discriminator(
+          discriminator, disc_tx, state, inputs["x0"], shown, inputs["nframes"],
+          config.discriminator.loss, finite)
+      updated.update(disc_updated)
+      metrics.update(disc_metrics)
     streak = jnp.where(finite, 0, state.nonfinite_streak + 1)
     new_state = state.replace(
-        step=state.step + 1, params=params, opt_state=opt_state, ema=ema, rng=rng,
-        disc_params=disc_params, disc_opt_state=disc_opt_state,
+        step=state.step + 1, rng=rng, **updated,
         nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
         nonfinite_streak=streak)
     metrics.update(loss=loss, grad_norm=grad_norm, lr=lr_schedule(state.step),
