@@ -1,11 +1,7 @@
 """Shared pieces of the inference tests: a tiny random checkpoint, synthetic videos, a stub S3FD."""
 from __future__ import annotations
 
-import atexit
-import functools
 import pathlib
-import shutil
-import tempfile
 
 import flax
 import numpy as np
@@ -39,23 +35,6 @@ def random_params(model_config, seed: int = 0) -> dict:
     else:
       flat[path] = (0.1 * rng.standard_normal(shape)).astype(np.float32)
   return flax.traverse_util.unflatten_dict(flat)
-
-
-@functools.lru_cache(maxsize=None)
-def _session_dir() -> pathlib.Path:
-  path = pathlib.Path(tempfile.mkdtemp(prefix="diff2lip_inference_tests_"))
-  atexit.register(shutil.rmtree, path, True)
-  return path
-
-
-@functools.lru_cache(maxsize=None)
-def tiny_checkpoint() -> str:
-  """A converted-style checkpoint directory of the tiny config, written once per session."""
-  from diff2lip_jax import checkpoints
-  config = tiny_config()
-  directory = _session_dir() / "tiny_ckpt"
-  checkpoints.save_inference_checkpoint(directory, random_params(config.model), config)
-  return str(directory)
 
 
 def reference_crops(params, config, frames, refs, mels, respacing: str, seed: int,
@@ -98,6 +77,19 @@ def write_face_video(path, clip, frames=None, with_audio=True) -> pathlib.Path:
   wav = clip.wav[:int(len(frames) * 640)] if with_audio else None
   return video_io.write_video(path, frames, fps=25.0, audio=wav, audio_sr=16000,
                               preset="ultrafast")
+
+
+def write_audio_only(path, samples: int = 8000, rate: int = 16000) -> pathlib.Path:
+  """A silent AAC file with no video stream (e.g. ``voice.m4a``)."""
+  import av
+  with av.open(str(path), "w") as container:
+    stream = container.add_stream("aac", rate=rate, layout="mono")
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, samples), np.float32), format="fltp",
+                                       layout="mono")
+    frame.sample_rate, frame.pts = rate, 0
+    container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+  return pathlib.Path(path)
 
 
 def write_wav(path, wav, rate: int = 16000) -> pathlib.Path:

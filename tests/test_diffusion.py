@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from diff2lip_jax import diffusion as D
-from tests.reference import load_manifest, load_npz, nchw_to_nhwc
+from diff2lip_jax.models import create_model
+from tests.reference import load_npz, nchw_to_nhwc
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -333,15 +334,11 @@ MODEL_TOL = dict(rtol=0, atol=2e-3)  # README: a correct float32 port is well un
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tiny):
+def tiny_model(tiny, golden_model):
   """`apply(x_t, model_t)` of the tiny TFG model with the golden's conditioning (NHWC)."""
-  models = pytest.importorskip("diff2lip_jax.models")
-  convert = pytest.importorskip("diff2lip_jax.convert")
-  from tests.reference import deterministic_state_dict
-  manifest = load_manifest("manifest_tiny.json")
-  model_config = ml_collections.ConfigDict(manifest["flags"])
-  params = convert.params_from_torch(deterministic_state_dict(manifest), model_config)
-  model = models.create_model(model_config)
+  reference_model = golden_model("tiny")
+  params = reference_model.params
+  model = create_model(reference_model.config)
   cond = dict(cond_img=jnp.asarray(nchw_to_nhwc(tiny["cond_img"])),
               mask=jnp.asarray(nchw_to_nhwc(tiny["mask"])),
               ref_img=jnp.asarray(nchw_to_nhwc(tiny["ref_img"])),

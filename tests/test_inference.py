@@ -12,13 +12,13 @@ from diff2lip_jax import checkpoints, inference
 from tests import reference
 from tests.inference_helpers import (BATCH, FULL, RESPACING, StubDetector, face_clip,
                                      lossless_round_trip, mouth_region_mask, random_params,
-                                     reference_crops, tiny_checkpoint, tiny_config,
+                                     reference_crops, tiny_config,
                                      voxceleb2_box, write_face_video, write_wav)
 
 
 @pytest.fixture(scope="module")
-def sampler():
-  return inference.Diff2LipSampler.from_checkpoint(tiny_checkpoint())
+def sampler(tiny_checkpoint):
+  return inference.Diff2LipSampler.from_checkpoint(tiny_checkpoint)
 
 
 def test_mel_windows_chunk_by_chunk_equal_the_reference_windows():
@@ -39,7 +39,7 @@ def test_pingpong_covers_the_video_back_and_forth():
   assert inference.pingpong_index(np.arange(3), 1).tolist() == [0, 0, 0]
 
 
-def test_generate_matches_the_trainer_path_and_is_batch_independent(sampler):
+def test_generate_matches_the_trainer_path_and_is_batch_independent(tiny_checkpoint, sampler):
   clip = face_clip(11, 14)
   mel = clip.mel
   frames = clip.frames[:inference.count_mel_windows(mel)]  # frames with a full mel window
@@ -48,7 +48,7 @@ def test_generate_matches_the_trainer_path_and_is_batch_independent(sampler):
   assert crops.shape == frames.shape and crops.dtype == np.uint8
   np.testing.assert_array_equal(crops[:, :16], frames[:, :16])  # unmasked upper half
   assert np.abs(crops[:, 16:].astype(int) - frames[:, 16:]).mean() > 5
-  params, config = checkpoints.load_inference_checkpoint(tiny_checkpoint())
+  params, config = checkpoints.load_inference_checkpoint(tiny_checkpoint)
   expected = reference_crops(params, config, frames, frames, mels, RESPACING, seed=7,
                              batch_size=BATCH)
   np.testing.assert_array_equal(crops, expected)
@@ -247,11 +247,11 @@ def test_a_failure_while_writing_leaves_no_file(sampler, face_video, tmp_path, m
   assert list(tmp_path.iterdir()) == []
 
 
-def test_ddpm_and_bfloat16_samplers(face_video):
+def test_ddpm_and_bfloat16_samplers(tiny_checkpoint, face_video):
   clip = face_clip(12, 14)
   frames = clip.frames[:8]
   mels = inference.mel_windows(clip.mel, 0, 8)
-  params, config = checkpoints.load_inference_checkpoint(tiny_checkpoint())
+  params, config = checkpoints.load_inference_checkpoint(tiny_checkpoint)
   ddpm = inference.Diff2LipSampler(params, config, use_ddim=False, respacing="2")
   first, second = (ddpm.generate(frames, frames, mels) for _ in range(2))
   assert ddpm.describe()["sampler"] == "ddpm" and not np.array_equal(first, second)

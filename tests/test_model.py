@@ -13,12 +13,9 @@ from diff2lip_jax.models import create_model
 from tests import reference as R
 
 
-@functools.lru_cache(maxsize=None)
-def _golden_setup(name: str):
-  manifest = R.load_manifest(f"manifest_{name}.json")
-  config = ml_collections.ConfigDict(manifest["flags"])
-  params = params_from_torch(R.deterministic_state_dict(manifest), config)
-  return manifest, config, params, R.load_npz(f"tfg_{name}_golden.npz")
+def _golden_setup(golden_model, name: str):
+  g = golden_model(name)
+  return g.manifest, g.config, g.params, g.golden
 
 
 def _inputs(golden):
@@ -33,8 +30,8 @@ def _apply(model, params, inp, **kw):
                      mask=inp["mask"], ref_img=inp["ref_img"], indiv_mels=inp["indiv_mels"], **kw)
 
 
-def _check_forward(name):
-  _, config, params, golden = _golden_setup(name)
+def _check_forward(golden_model, name):
+  _, config, params, golden = _golden_setup(golden_model, name)
   out = np.asarray(jax.jit(functools.partial(_apply, create_model(config)))(params, _inputs(golden)))
   ref = R.nchw_to_nhwc(golden["out"])
   assert out.shape == ref.shape
@@ -43,13 +40,13 @@ def _check_forward(name):
   assert diff.max() < 2e-4 and diff.mean() < 1e-5, (diff.max(), diff.mean())
 
 
-def test_tiny_forward_matches_golden():
-  _check_forward("tiny")
+def test_tiny_forward_matches_golden(golden_model):
+  _check_forward(golden_model, "tiny")
 
 
 @pytest.mark.slow
-def test_released_forward_matches_golden():
-  _check_forward("released")
+def test_released_forward_matches_golden(golden_model):
+  _check_forward(golden_model, "released")
 
 
 def test_released_parameter_count_matches_manifest():
@@ -66,8 +63,8 @@ def test_released_parameter_count_matches_manifest():
   assert count == expected == 101_670_630
 
 
-def test_converter_lists_every_problem_in_one_error():
-  manifest, config, _, _ = _golden_setup("tiny")
+def test_converter_lists_every_problem_in_one_error(golden_model):
+  manifest, config, _, _ = _golden_setup(golden_model, "tiny")
   state = R.deterministic_state_dict(manifest)
   del state["middle_block.1.qkv.bias"]
   state["input_blocks.99.0.weight"] = np.zeros((3, 3), np.float32)
@@ -88,8 +85,8 @@ def test_name_mapping():
       "audio_encoder", "encoder_blocks_4_0", "skip_connection", "bias")
 
 
-def test_export_round_trip_recovers_original_names_and_layouts():
-  manifest, config, params, _ = _golden_setup("tiny")
+def test_export_round_trip_recovers_original_names_and_layouts(golden_model):
+  manifest, config, params, _ = _golden_setup(golden_model, "tiny")
   exported = torch_state_dict_from_params(params)
   original = R.deterministic_state_dict(manifest)
   assert set(exported) == set(original)
@@ -114,9 +111,9 @@ VARIANTS = [
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: ",".join(f"{k}={v[k]}" for k in v))
-def test_flag_variants_build_convert_and_run(variant):
+def test_flag_variants_build_convert_and_run(golden_model, variant):
   """Every flag combination initialises, exports to original names and converts back."""
-  base = dict(_golden_setup("tiny")[1].to_dict(), num_channels=32)
+  base = dict(_golden_setup(golden_model, "tiny")[1].to_dict(), num_channels=32)
   config = ml_collections.ConfigDict(dict(base, **variant))
   model = create_model(config)
   size, nrefer = config.image_size, config.nrefer
@@ -134,8 +131,8 @@ def test_flag_variants_build_convert_and_run(variant):
   assert np.isfinite(np.asarray(out)).all()
 
 
-def test_bfloat16_compute_stays_close_to_float32():
-  _, config, params, golden = _golden_setup("tiny")
+def test_bfloat16_compute_stays_close_to_float32(golden_model):
+  _, config, params, golden = _golden_setup(golden_model, "tiny")
   inp = {k: v[:2] for k, v in _inputs(golden).items()}
   f32 = np.asarray(jax.jit(functools.partial(_apply, create_model(config)))(params, inp))
   bf16_config = ml_collections.ConfigDict(dict(config.to_dict(), dtype="bfloat16"))
@@ -147,8 +144,8 @@ def test_bfloat16_compute_stays_close_to_float32():
   assert rel < 3e-2, rel
 
 
-def test_remat_gives_same_output_and_gradients():
-  base = dict(_golden_setup("tiny")[1].to_dict(), image_size=32, channel_mult="1,2",
+def test_remat_gives_same_output_and_gradients(golden_model):
+  base = dict(_golden_setup(golden_model, "tiny")[1].to_dict(), image_size=32, channel_mult="1,2",
               attention_resolutions="16")
   model, remat_model = (create_model(ml_collections.ConfigDict(dict(base, remat=r)))
                         for r in (False, True))
@@ -169,8 +166,8 @@ def test_remat_gives_same_output_and_gradients():
                          g1, g2)
 
 
-def test_dropout_is_active_only_in_training():
-  _, config, params, golden = _golden_setup("tiny")
+def test_dropout_is_active_only_in_training(golden_model):
+  _, config, params, golden = _golden_setup(golden_model, "tiny")
   inp = {k: v[:1] for k, v in _inputs(golden).items()}
   drop_config = ml_collections.ConfigDict(dict(config.to_dict(), dropout=0.5))
   model = create_model(drop_config)

@@ -3,15 +3,14 @@ import pathlib
 
 import pytest
 
-from tests.inference_helpers import tiny_checkpoint
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
 
 
-def test_quickstart_notebook_executes(tmp_path, monkeypatch):
+def test_quickstart_notebook_executes(tiny_checkpoint, tmp_path, monkeypatch):
   nbformat = pytest.importorskip("nbformat")
   nbclient = pytest.importorskip("nbclient")
-  monkeypatch.setenv("DIFF2LIP_CHECKPOINT", tiny_checkpoint())
+  monkeypatch.setenv("DIFF2LIP_CHECKPOINT", tiny_checkpoint)
   monkeypatch.setenv("DIFF2LIP_RESPACING", "ddim2")
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   notebook = nbformat.read(NOTEBOOK, as_version=4)

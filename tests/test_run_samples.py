@@ -5,12 +5,12 @@ import pytest
 from data_pipelines import audio, synthetic, video_io
 from diff2lip_jax import checkpoints, inference
 from diff2lip_jax.training.reporting import MASKED_PIXEL, RunLogger
-from tests.inference_helpers import RESPACING, reference_crops, tiny_checkpoint
+from tests.inference_helpers import RESPACING, reference_crops
 
 
 @pytest.fixture(scope="module")
-def checkpoint():
-  return checkpoints.load_inference_checkpoint(tiny_checkpoint())
+def checkpoint(tiny_checkpoint):
+  return checkpoints.load_inference_checkpoint(tiny_checkpoint)
 
 
 @pytest.fixture()

@@ -5,13 +5,12 @@ import shutil
 import subprocess
 import sys
 
-import av
 import numpy as np
 import pytest
 
 from data_pipelines import face_detection, video_io
 from diff2lip_jax import checkpoints, sample
-from tests.inference_helpers import (StubDetector, face_clip, random_params, tiny_checkpoint,
+from tests.inference_helpers import (StubDetector, face_clip, random_params, write_audio_only,
                                      tiny_config, write_face_video, write_wav)
 
 
@@ -26,15 +25,16 @@ def inputs(tmp_path_factory):
   return root
 
 
-def _run(tmp_path, *args, checkpoint=None):
-  argv = ["--checkpoint", checkpoint or tiny_checkpoint(), "--quiet", "--preset", "ultrafast",
+def _run(checkpoint, tmp_path, *args):
+  argv = ["--checkpoint", str(checkpoint), "--quiet", "--preset", "ultrafast",
           *map(str, args)]
   return sample.main(argv)
 
 
-def test_one_pair_writes_a_playable_video(inputs, tmp_path, capsys):
+def test_one_pair_writes_a_playable_video(tiny_checkpoint, inputs, tmp_path, capsys):
   out = tmp_path / "nested" / "out.mp4"
-  code = _run(tmp_path, "--video", inputs / "face.mp4", "--audio", inputs / "speech.wav",
+  code = _run(tiny_checkpoint, tmp_path, "--video", inputs / "face.mp4", "--audio",
+              inputs / "speech.wav",
               "--out", out, "--seed", 3)
   assert code == 0, capsys.readouterr().err
   frames, info = video_io.read_video(out)
@@ -43,12 +43,13 @@ def test_one_pair_writes_a_playable_video(inputs, tmp_path, capsys):
   assert sorted(p.name for p in out.parent.iterdir()) == ["out.mp4"]
 
 
-def test_filelist_continues_past_a_bad_pair(inputs, tmp_path, capsys):
+def test_filelist_continues_past_a_bad_pair(tiny_checkpoint, inputs, tmp_path, capsys):
   filelist = tmp_path / "pairs.txt"
   filelist.write_text("# audio video\nspeech.wav face\n\nmissing sub/other\n"
                       "sub/other.mp4 face.mp4\nonly_one_field\n")
   out_dir = tmp_path / "out"
-  code = _run(tmp_path, "--filelist", filelist, "--root", inputs, "--out_dir", out_dir,
+  code = _run(tiny_checkpoint, tmp_path, "--filelist", filelist, "--root", inputs,
+              "--out_dir", out_dir,
               "--mode", "reconstruction")
   assert code == 1
   assert sorted(p.name for p in out_dir.iterdir()) == [
@@ -58,7 +59,8 @@ def test_filelist_continues_past_a_bad_pair(inputs, tmp_path, capsys):
   assert failures[0].startswith("line 4: missing sub/other") and "not found" in failures[0]
   assert failures[1].startswith("line 6: only_one_field") and "malformed" in failures[1]
   assert "4 pairs: 2 written, 2 failed, 0 skipped" in capsys.readouterr().out
-  code = _run(tmp_path, "--filelist", filelist, "--root", inputs, "--out_dir", out_dir,
+  code = _run(tiny_checkpoint, tmp_path, "--filelist", filelist, "--root", inputs,
+              "--out_dir", out_dir,
               "--skip_existing")
   assert code == 1 and "0 written, 2 failed, 2 skipped" in capsys.readouterr().out
 
@@ -68,15 +70,7 @@ def _no_audio(root):
 
 
 def _audio_only(root):
-  path = root / "voice.m4a"
-  with av.open(str(path), "w") as container:
-    stream = container.add_stream("aac", rate=16000, layout="mono")
-    frame = av.AudioFrame.from_ndarray(np.zeros((1, 8000), np.float32), format="fltp",
-                                       layout="mono")
-    frame.sample_rate, frame.pts = 16000, 0
-    container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))
-  return path
+  return write_audio_only(root / "voice.m4a")
 
 
 def _truncated(root):
@@ -113,7 +107,8 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_inputs_fail_clearly_and_write_nothing(case, inputs, tmp_path, capsys, monkeypatch):
+def test_bad_inputs_fail_clearly_and_write_nothing(tiny_checkpoint, case, inputs, tmp_path, capsys,
+                                                   monkeypatch):
   make_video, make_audio, extra, message = BAD_INPUTS[case]
   root = tmp_path / "in"
   shutil.copytree(inputs, root)
@@ -124,7 +119,8 @@ def test_bad_inputs_fail_clearly_and_write_nothing(case, inputs, tmp_path, capsy
                         classmethod(lambda cls, path: StubDetector(missing=(4, 9))))
   out_dir = tmp_path / "out"
   out_dir.mkdir()
-  code = _run(tmp_path, "--video", video, "--audio", audio, "--out", out_dir / "o.mp4", *extra)
+  code = _run(tiny_checkpoint, tmp_path, "--video", video, "--audio", audio,
+              "--out", out_dir / "o.mp4", *extra)
   err = capsys.readouterr().err
   assert code == 1
   assert err.startswith("error: ") and "Traceback" not in err
@@ -135,17 +131,17 @@ def test_bad_inputs_fail_clearly_and_write_nothing(case, inputs, tmp_path, capsy
 def test_checkpoint_errors(inputs, tmp_path, capsys):
   args = ["--video", inputs / "face.mp4", "--audio", inputs / "speech.wav",
           "--out", tmp_path / "o.mp4"]
-  assert _run(tmp_path, *args, checkpoint=str(tmp_path / "nothing")) == 1
+  assert _run(tmp_path / "nothing", tmp_path, *args) == 1
   assert "does not exist" in capsys.readouterr().err
   empty = tmp_path / "empty_ckpt"
   empty.mkdir()
-  assert _run(tmp_path, *args, checkpoint=str(empty)) == 1
+  assert _run(empty, tmp_path, *args) == 1
   assert "no complete checkpoint step" in capsys.readouterr().err
   config = tiny_config()
   params = random_params(config.model)
   config.model.num_res_blocks = 2  # config and weights disagree
   checkpoints.save_inference_checkpoint(tmp_path / "mismatch", params, config)
-  assert _run(tmp_path, *args, checkpoint=str(tmp_path / "mismatch")) == 1
+  assert _run(tmp_path / "mismatch", tmp_path, *args) == 1
   err = capsys.readouterr().err
   assert "do not match the model" in err and "missing: " in err
   assert not (tmp_path / "o.mp4").exists()
@@ -159,9 +155,9 @@ def test_command_line_usage_errors_exit_2(inputs, tmp_path):
     sample.main(["--checkpoint", "x", "--video", "v", "--audio", "a", "--out", "o.avi_"])
 
 
-def test_module_entry_point_exit_status(inputs, tmp_path):
+def test_module_entry_point_exit_status(tiny_checkpoint, inputs, tmp_path):
   result = subprocess.run(
-      [sys.executable, "-m", "diff2lip_jax.sample", "--checkpoint", tiny_checkpoint(),
+      [sys.executable, "-m", "diff2lip_jax.sample", "--checkpoint", tiny_checkpoint,
        "--video", str(inputs / "speech.wav"), "--audio", str(inputs / "speech.wav"),
        "--out", str(tmp_path / "o.mp4")],
       capture_output=True, text=True, timeout=120,
@@ -171,8 +167,8 @@ def test_module_entry_point_exit_status(inputs, tmp_path):
   assert "Traceback" not in result.stderr and not (tmp_path / "o.mp4").exists()
 
 
-def test_sampler_flags_reach_the_sampler(inputs, tmp_path, capsys):
-  code = sample.main(["--checkpoint", tiny_checkpoint(), "--video", str(tmp_path / "none.mp4"),
+def test_sampler_flags_reach_the_sampler(tiny_checkpoint, inputs, tmp_path, capsys):
+  code = sample.main(["--checkpoint", tiny_checkpoint, "--video", str(tmp_path / "none.mp4"),
                       "--audio", str(inputs / "speech.wav"), "--out", str(tmp_path / "o.mp4"),
                       "--ddpm", "--respacing", "5", "--dtype", "bfloat16", "--seed", "11",
                       "--batch_size", "4"])
@@ -183,9 +179,9 @@ def test_sampler_flags_reach_the_sampler(inputs, tmp_path, capsys):
     assert setting in err
 
 
-def test_training_workdir_checkpoints_are_accepted(inputs, tmp_path, capsys):
+def test_training_workdir_checkpoints_are_accepted(tiny_checkpoint, inputs, tmp_path, capsys):
   workdir = tmp_path / "run"
-  params, config = checkpoints.load_inference_checkpoint(tiny_checkpoint())
+  params, config = checkpoints.load_inference_checkpoint(tiny_checkpoint)
   checkpoints.save_inference_checkpoint(workdir / "checkpoints", params, config, step=250)
   out = tmp_path / "w.mp4"
   code = sample.main(["--checkpoint", str(workdir), "--quiet", "--video",
@@ -195,10 +191,11 @@ def test_training_workdir_checkpoints_are_accepted(inputs, tmp_path, capsys):
   assert video_io.read_video(out)[0].shape == (17, 96, 96, 3)
 
 
-def test_converted_pytorch_checkpoint_gives_the_same_video(inputs, tmp_path, capsys):
+def test_converted_pytorch_checkpoint_gives_the_same_video(tiny_checkpoint, inputs, tmp_path,
+                                                           capsys):
   torch = pytest.importorskip("torch")
   from diff2lip_jax import convert
-  params, _ = checkpoints.load_inference_checkpoint(tiny_checkpoint())
+  params, _ = checkpoints.load_inference_checkpoint(tiny_checkpoint)
   state = {k: torch.from_numpy(np.ascontiguousarray(v))
            for k, v in convert.torch_state_dict_from_params(params).items()}
   torch.save(state, tmp_path / "model.pt")
@@ -206,11 +203,11 @@ def test_converted_pytorch_checkpoint_gives_the_same_video(inputs, tmp_path, cap
   assert convert.main(["--torch_checkpoint", str(tmp_path / "model.pt"), "--config",
                        str(config_file), "--out", str(tmp_path / "converted")]) == 0
   outputs = []
-  for name, checkpoint in (("ours", tiny_checkpoint()), ("converted", tmp_path / "converted")):
+  for name, checkpoint in (("ours", tiny_checkpoint), ("converted", tmp_path / "converted")):
     outputs.append(tmp_path / f"{name}.mp4")
-    code = _run(tmp_path, "--video", inputs / "face.mp4", "--audio", inputs / "speech.wav",
-                "--out", outputs[-1], "--respacing", "ddim2", "--batch_size", "8",
-                checkpoint=str(checkpoint))
+    code = _run(checkpoint, tmp_path, "--video", inputs / "face.mp4", "--audio",
+                inputs / "speech.wav", "--out", outputs[-1], "--respacing", "ddim2",
+                "--batch_size", "8")
     assert code == 0, capsys.readouterr().err
   np.testing.assert_array_equal(video_io.read_video(outputs[0])[0],
                                 video_io.read_video(outputs[1])[0])

@@ -1,28 +1,21 @@
 """The jitted reverse process (`diff2lip_jax.sampling`) against the DDIM-25 golden trajectory."""
-import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from configs import released
 from diff2lip_jax.diffusion import sampling
-from diff2lip_jax.porting.tfg import params_from_torch
 from diff2lip_jax.models import create_model
 from tests import reference as R
 
 
-@functools.lru_cache(maxsize=None)
-def _tiny():
-  manifest = R.load_manifest("manifest_tiny.json")
-  config = ml_collections.ConfigDict(manifest["flags"])
-  params = params_from_torch(R.deterministic_state_dict(manifest), config)
-  golden = R.load_npz("tfg_tiny_golden.npz")
-  cond = {k: jnp.asarray(R.nchw_to_nhwc(golden[k])) for k in ("cond_img", "mask", "ref_img")}
-  cond["indiv_mels"] = jnp.asarray(golden["indiv_mels"])
-  return create_model(config), params, cond
+def _tiny(golden_model):
+  g = golden_model("tiny")
+  cond = {k: jnp.asarray(R.nchw_to_nhwc(g.golden[k])) for k in ("cond_img", "mask", "ref_img")}
+  cond["indiv_mels"] = jnp.asarray(g.golden["indiv_mels"])
+  return create_model(g.config), g.params, cond
 
 
 def _diffusion_config(respacing="ddim25"):
@@ -31,8 +24,8 @@ def _diffusion_config(respacing="ddim25"):
   return config
 
 
-def test_sample_inside_jit_matches_ddim25_golden():
-  model, params, cond = _tiny()
+def test_sample_inside_jit_matches_ddim25_golden(golden_model):
+  model, params, cond = _tiny(golden_model)
   golden = R.load_npz("diffusion_golden.npz")
   noise = jnp.asarray(R.nchw_to_nhwc(golden["ddim_init_noise"]))
 
@@ -46,8 +39,8 @@ def test_sample_inside_jit_matches_ddim25_golden():
   assert diff.max() < 2e-3 and diff.mean() < 1e-4, (diff.max(), diff.mean())
 
 
-def test_reverse_process_is_one_loop_not_unrolled():
-  model, params, cond = _tiny()
+def test_reverse_process_is_one_loop_not_unrolled(golden_model):
+  model, params, cond = _tiny(golden_model)
   noise = jnp.zeros((5, 64, 64, 3))
   jaxpr = str(jax.make_jaxpr(lambda p: sampling.sample(
       model, p, _diffusion_config(), noise=noise, rng=None, **cond))(params))
@@ -58,8 +51,8 @@ def test_reverse_process_is_one_loop_not_unrolled():
   assert jaxpr.count("conv_general_dilated") == one_forward.count("conv_general_dilated")
 
 
-def test_make_sampler_ddpm_is_seeded_and_clipped():
-  model, params, cond = _tiny()
+def test_make_sampler_ddpm_is_seeded_and_clipped(golden_model):
+  model, params, cond = _tiny(golden_model)
   cond = {k: v[:2] for k, v in cond.items()}
   run = sampling.make_sampler(model, _diffusion_config("4"), use_ddim=False)
   noise = jax.random.normal(jax.random.PRNGKey(0), (2, 64, 64, 3))
@@ -75,8 +68,8 @@ def test_make_sampler_ddpm_is_seeded_and_clipped():
   assert np.abs(np.asarray(a)).max() <= 1.0 + 1e-6
 
 
-def test_ddpm_without_rng_is_a_clear_error():
-  model, params, cond = _tiny()
+def test_ddpm_without_rng_is_a_clear_error(golden_model):
+  model, params, cond = _tiny(golden_model)
   with pytest.raises(ValueError, match="rng"):
     sampling.sample(model, params, _diffusion_config("4"), noise=jnp.zeros((5, 64, 64, 3)),
                     use_ddim=False, **cond)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import video_io
+from tests.inference_helpers import write_audio_only
 
 GRAY_STEP = 20  # frame i of the timestamp tests is filled with gray level i * GRAY_STEP
 
@@ -141,14 +142,7 @@ def test_read_errors_name_the_file(tmp_path):
     video_io.read_video(tmp_path / "nothing.mp4")
   with pytest.raises(video_io.NoAudioStreamError, match="good.mp4"):
     video_io.read_audio_track(path)
-  audio_only = tmp_path / "voice.m4a"
-  with av.open(str(audio_only), "w") as container:
-    stream = container.add_stream("aac", rate=16000, layout="mono")
-    frame = av.AudioFrame.from_ndarray(np.zeros((1, 4000), np.float32), format="fltp",
-                                       layout="mono")
-    frame.sample_rate, frame.pts = 16000, 0
-    container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))
+  audio_only = write_audio_only(tmp_path / "voice.m4a", samples=4000)
   with pytest.raises(video_io.NoVideoStreamError, match="voice.m4a"):
     video_io.read_video(audio_only)
 
