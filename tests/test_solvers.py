@@ -110,7 +110,7 @@ def test_coefficients_match_the_log_snr_formulas():
                               timestep_respacing="12", predict_xstart=False,
                               rescale_timesteps=False, use_kl=False,
                               rescale_learned_sigmas=False))
-  coef = D.multistep_coefficients(d)
+  coef = D.multistep_coefficients(d, lower_order_final=False)
   ab = d.alphas_cumprod
   lam = 0.5 * np.log(ab / (1 - ab))
   h = lam[:-1] - lam[1:]  # h[k-1]: step k -> k-1
@@ -121,6 +121,10 @@ def test_coefficients_match_the_log_snr_formulas():
   assert coef["ratio"][0] == 0 and coef["phi"][0] == 1
   assert coef["c"][0] == 0 and coef["c"][11] == 0 and coef["w1"][11] == 0
   np.testing.assert_allclose(coef["c"][1:11], h[:10] / (2 * h[1:]), rtol=1e-12)
+  # By default the last ODE step (into index 0) is first order too; nothing else changes.
+  default = D.multistep_coefficients(d)
+  assert default["c"][1] == 0 and default["w1"][1] == 0
+  np.testing.assert_array_equal(default["c"][2:], coef["c"][2:])
   assert coef["wt"][11] == 0.5  # UniC-1 after the first (first-order) step
   # UniC-2 for step k=5: the UniPC linear system, solved directly.
   step, hk = 5, h[4]

@@ -41,14 +41,15 @@ SAMPLERS = ("ddim", "ddpm", "dpmpp_2m", "unipc")
 ODE_SOLVERS = ("dpmpp_2m", "unipc")
 
 
-def multistep_coefficients(diffusion, order: int = 2) -> dict:
+def multistep_coefficients(diffusion, order: int = 2, lower_order_final: bool = True) -> dict:
   """Per-step scalars of the multistep solvers, each `[K]` indexed by respaced step k.
 
   Returns dict with `ratio`, `phi` (the first-order update), `c` (the second-order
   extrapolation weight of DPM-Solver++(2M), 0 where the step is first order) and `w1`, `wt`
   (UniC weights of m_{k+1} and m_{k-1} when correcting step k). `order` 1 makes every step
-  first order (DDIM). Computed in float64 numpy when the diffusion's tables are concrete,
-  in float32 jnp when they are tracers (the diffusion passed into `jit`).
+  first order (DDIM); `lower_order_final` also makes step 1 (the last ODE step, into index 0)
+  first order. Computed in float64 numpy when the diffusion's tables are concrete, in
+  float32 jnp when they are tracers (the diffusion passed into `jit`).
   """
   if order not in (1, 2):
     raise ValueError(f"multistep solver order must be 1 or 2, got {order!r}")
@@ -67,7 +68,7 @@ def multistep_coefficients(diffusion, order: int = 2) -> dict:
   h = xp.concatenate([xp.ones((1,), lam.dtype), lam[:-1] - lam[1:]])
   h_prev = xp.concatenate([h[1:], xp.ones((1,), lam.dtype)])
   k = xp.arange(steps)
-  second = (k >= 1) & (k <= steps - 2) & (order == 2)
+  second = (k >= (2 if lower_order_final else 1)) & (k <= steps - 2) & (order == 2)
   c = xp.where(second, h / (2 * h_prev), 0.0)
   # UniC-2 (bh2, data prediction): solve [[1, 1], [r1, 1]] rho = [b1, b2] with
   # r1 = -h_{k+1}/h_k, b_i from the phi-functions of -h_k.
@@ -100,18 +101,20 @@ class SolverMixin:
 
   def multistep_sample_loop(self, model_fn: ModelFn, noise: jnp.ndarray, *,
                             corrector: bool = False, order: int = 2,
-                            clip_denoised: bool = True, denoised_fn=None) -> jnp.ndarray:
+                            lower_order_final: bool = True, clip_denoised: bool = True,
+                            denoised_fn=None) -> jnp.ndarray:
     """Runs DPM-Solver++(2M) (`corrector=False`) or UniPC-2 (`corrector=True`) from x_T.
 
     One model evaluation per respaced step, all in one `lax.fori_loop`.
     Args:
       noise: x_T `[N, H, W, C]`, taken as the sample at the last respaced step.
       order: 2, or 1 for the first-order solver (DDIM's update).
+      lower_order_final: first-order last ODE step (see `multistep_coefficients`).
     Returns:
       x_0 `[N, H, W, C]` float32.
     """
     coef = {name: jnp.asarray(v, jnp.float32)
-            for name, v in multistep_coefficients(self, order).items()}
+            for name, v in multistep_coefficients(self, order, lower_order_final).items()}
     last = self.num_timesteps - 1
     x_T = jnp.asarray(noise, jnp.float32)
 
