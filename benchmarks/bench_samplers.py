@@ -2,10 +2,10 @@
 
     python benchmarks/bench_samplers.py --checkpoint runs/synthetic
     python benchmarks/bench_samplers.py --checkpoint runs/synthetic --evals 5,10 \\
-        --samplers ddim,dpmpp_2m --spacing even --out sampler_results.json
+        --samplers ddim,dpmpp_2m --spacing ddim,logsnr --out sampler_results.json
 
-For every sampler and number of model evaluations K (the respacing "ddimK", or "K" with
-``--spacing even``; every sampler here evaluates the model once per respaced step):
+For every spacing, sampler and number of model evaluations K (respacing "ddimK", "K" for
+``even`` or "logsnrK"; every sampler here evaluates the model once per respaced step):
 - mouth_mae: mean absolute difference, in [0, 255] units, between its crops and those of a
   250-step DDIM run (``--reference``) from the same noise, over the generated (masked) lower
   half of the face, on ``--num_clips`` held-out clips driven by another clip's speech;
@@ -38,10 +38,16 @@ from diff2lip_jax.models import create_model  # noqa: E402
 MOUTH_SEED_BASE = lipsync_score.SCORE_SEED_BASE + 500_000
 
 
+SPACINGS = ("ddim", "even", "logsnr")
+
+
 def respacing_for(evals: int, spacing: str) -> str:
   """The respacing giving ``evals`` model evaluations: "ddimK" (one integer stride, ends at
-  (K-1)*stride) or "K" (even spacing that includes the last timestep)."""
-  return f"ddim{evals}" if spacing == "ddim" else str(evals)
+  (K-1)*stride), "K" (even in t, includes the last timestep) or "logsnrK" (even in
+  log-SNR)."""
+  if spacing not in SPACINGS:
+    raise ValueError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
+  return str(evals) if spacing == "even" else f"{spacing}{evals}"
 
 
 def mouth_clips(num_clips: int, num_frames: int, size: int):
@@ -111,33 +117,40 @@ def lipsync(params, config, respacing: str, sampler: str, num_clips: int, num_fr
     return lipsync_score.score(params, config, **kwargs)
 
 
+def measure(params, config, clips, reference, respacing: str, name: str, args) -> dict:
+  """One table row: mouth error vs the reference crops, lip-sync score, wall time."""
+  start = time.time()
+  crops = generate(params, config, clips, respacing, name, args.batch_size)
+  row = {"sampler": name, "respacing": respacing,
+         "mouth_mae": round(mouth_mae(crops, reference), 3)}
+  if args.score_clips:
+    score = lipsync(params, config, respacing, name, args.score_clips, args.num_frames,
+                    args.batch_size)
+    row.update(lipsync_r=round(score["audio"]["mean_clip_pearson_r"], 4),
+               pooled_r=round(score["audio"]["pooled_pearson_r"], 4),
+               zeroed_audio_r=round(score["zeroed_audio"]["mean_clip_pearson_r"], 4))
+  row["seconds"] = round(time.time() - start, 1)
+  return row
+
+
 def run_benchmark(params, config, args) -> dict:
-  """Runs every (sampler, evals) case; returns the JSON-able report."""
+  """Runs every (spacing, evals, sampler) case; returns the JSON-able report."""
   size = int(config.model.image_size)
   clips = mouth_clips(args.num_clips, args.num_frames, size)
   start = time.time()
   reference = generate(params, config, clips, args.reference, "ddim", args.batch_size)
   report = {"reference": {"sampler": "ddim", "respacing": args.reference,
                           "seconds": round(time.time() - start, 1)},
-            "spacing": args.spacing, "num_clips": args.num_clips,
-            "num_frames": args.num_frames, "score_clips": args.score_clips,
-            "image_size": size, "results": []}
-  for evals in args.evals:
-    respacing = respacing_for(evals, args.spacing)
-    for name in args.samplers:
-      start = time.time()
-      crops = generate(params, config, clips, respacing, name, args.batch_size)
-      row = {"sampler": name, "evals": evals, "respacing": respacing,
-             "mouth_mae": round(mouth_mae(crops, reference), 3)}
-      if args.score_clips:
-        score = lipsync(params, config, respacing, name, args.score_clips, args.num_frames,
-                        args.batch_size)
-        row.update(lipsync_r=round(score["audio"]["mean_clip_pearson_r"], 4),
-                   pooled_r=round(score["audio"]["pooled_pearson_r"], 4),
-                   zeroed_audio_r=round(score["zeroed_audio"]["mean_clip_pearson_r"], 4))
-      row["seconds"] = round(time.time() - start, 1)
-      report["results"].append(row)
-      print(json.dumps(row), file=sys.stderr, flush=True)
+            "num_clips": args.num_clips, "num_frames": args.num_frames,
+            "score_clips": args.score_clips, "image_size": size, "results": []}
+  for spacing in args.spacing:
+    for evals in args.evals:
+      for name in args.samplers:
+        row = {"evals": evals, "spacing": spacing,
+               **measure(params, config, clips, reference, respacing_for(evals, spacing),
+                         name, args)}
+        report["results"].append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
   return report
 
 
@@ -166,8 +179,8 @@ def main(argv=None) -> int:
                  help=f"comma-separated, from {', '.join(SAMPLERS)}")
   p.add_argument("--evals", type=_csv(int), default=[5, 10, 25],
                  help="comma-separated model-evaluation counts")
-  p.add_argument("--spacing", choices=("ddim", "even"), default="ddim",
-                 help="respacing per K: 'ddimK' (the project's default form) or 'K'")
+  p.add_argument("--spacing", type=_csv(str), default=["ddim", "logsnr"],
+                 help=f"comma-separated respacing forms per K, from {', '.join(SPACINGS)}")
   p.add_argument("--reference", default="ddim250", help="respacing of the DDIM reference")
   p.add_argument("--num_clips", type=int, default=4, help="clips for the mouth error")
   p.add_argument("--score_clips", type=int, default=8,
@@ -180,6 +193,8 @@ def main(argv=None) -> int:
   if unknown or not args.samplers or not args.evals or min(args.evals) < 1:
     p.error(f"--samplers must name some of {', '.join(SAMPLERS)} (got {unknown or 'none'}) "
             "and --evals must list positive counts")
+  if not args.spacing or not set(args.spacing) <= set(SPACINGS):
+    p.error(f"--spacing must name some of {', '.join(SPACINGS)}, got {args.spacing}")
   from diff2lip_jax import checkpoints
   try:
     params, config = checkpoints.load_inference_checkpoint(args.checkpoint)

@@ -22,6 +22,9 @@ def test_mouth_mae_counts_only_the_generated_lower_half():
 
 def test_respacing_and_table():
   assert bench.respacing_for(5, "ddim") == "ddim5" and bench.respacing_for(5, "even") == "5"
+  assert bench.respacing_for(5, "logsnr") == "logsnr5"
+  with pytest.raises(ValueError, match="unknown spacing"):
+    bench.respacing_for(5, "quadratic")
   report = {"reference": {"respacing": "ddim250"}, "num_clips": 2, "num_frames": 10,
             "results": [{"sampler": "unipc", "evals": 5, "respacing": "ddim5",
                          "mouth_mae": 1.5}]}

@@ -9,10 +9,11 @@ from diff2lip_jax.diffusion.gaussian import TABLE_NAMES, GaussianDiffusion
 from diff2lip_jax.diffusion.losses import (approx_standard_normal_cdf,
                                            discretized_gaussian_log_likelihood, mean_flat,
                                            normal_kl)
-from diff2lip_jax.diffusion.solvers import ODE_SOLVERS, SAMPLERS, multistep_coefficients
 from diff2lip_jax.diffusion.schedules import (BETA_SCHEDULES, betas_for_alpha_bar,
-                                              get_named_beta_schedule, respace_betas,
+                                              get_named_beta_schedule, logsnr_timesteps,
+                                              respace_betas, respacing_timesteps,
                                               space_timesteps)
+from diff2lip_jax.diffusion.solvers import ODE_SOLVERS, SAMPLERS, multistep_coefficients
 
 model_timesteps = GaussianDiffusion.model_timesteps
 q_mean_variance = GaussianDiffusion.q_mean_variance
@@ -43,11 +44,11 @@ __all__ = [
     "ODE_SOLVERS", "SAMPLERS", "TABLE_NAMES", "approx_standard_normal_cdf",
     "betas_for_alpha_bar", "create_diffusion", "ddim_reverse_step", "ddim_sample_loop",
     "ddim_step", "ddpm_step", "denoise", "discretized_gaussian_log_likelihood",
-    "get_named_beta_schedule", "hybrid_vb_term", "loss_type_for", "mean_flat",
-    "model_timesteps", "mse_target", "multistep_coefficients", "multistep_sample_loop",
-    "normal_kl", "p_mean_variance", "p_sample_loop", "predict_eps_from_xstart",
-    "predict_xstart_from_eps", "predict_xstart_from_xprev", "prior_bpd", "q_mean_variance",
-    "q_posterior_mean_variance", "q_sample", "respace_betas", "sample_loop",
-    "sample_timesteps", "space_timesteps", "split_model_output", "training_losses",
-    "vb_terms_bpd",
+    "get_named_beta_schedule", "hybrid_vb_term", "logsnr_timesteps", "loss_type_for",
+    "mean_flat", "model_timesteps", "mse_target", "multistep_coefficients",
+    "multistep_sample_loop", "normal_kl", "p_mean_variance", "p_sample_loop",
+    "predict_eps_from_xstart", "predict_xstart_from_eps", "predict_xstart_from_xprev",
+    "prior_bpd", "q_mean_variance", "q_posterior_mean_variance", "q_sample",
+    "respace_betas", "respacing_timesteps", "sample_loop", "sample_timesteps",
+    "space_timesteps", "split_model_output", "training_losses", "vb_terms_bpd",
 ]
