@@ -15,7 +15,13 @@ DDIM (eta 0). DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) uses the previous e
 D_k = (1 + c_k) m_k - c_k m_{k+1}, c_k = h_k / (2 h_{k+1}) (= 1/(2 r_k) of the paper). It is
 first order on the first step (no previous estimate: the paper's warm start) and on the last
 step k = 0, whose target sigma_{-1} = 0 gives h_0 = inf (then ratio_0 = 0, phi_0 = 1 and
-x_{-1} = m_0, the same final denoising step as DDIM).
+x_{-1} = m_0, the same final denoising step as DDIM). With `lower_order_final` (default) the
+last ODE step k = 1, into index 0 (timestep 0, sigma ~ 0.01, all but clean), is first order
+too, as in DPM-Solver's and diffusers' few-step practice: with the even-in-t respacings that
+step spans about a third of the whole lambda range (h_1 / h_2 ~ 4); extrapolating the x0
+estimate over it put a briefly trained synthetic model's 2M output up to 2.8x further from
+the DDIM-250 result than DDIM's own (ddim10, ddim25). Both first-order steps keep the
+global order 2 (their local errors are O(h^2)).
 
 UniPC (Zhao et al. 2023) adds its corrector UniC: after m_{k-1} is evaluated at the
 predicted x_{k-1}, the step k is redone with that estimate as well,
