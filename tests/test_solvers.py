@@ -150,15 +150,19 @@ def _toy(x, model_t):
 
 @pytest.mark.parametrize("clip", [True, False])
 def test_first_order_solver_is_ddim(clip):
-  d = D.create_diffusion(dict(diffusion_steps=1000, noise_schedule="linear", learn_sigma=True,
-                              timestep_respacing="ddim10", predict_xstart=False,
-                              rescale_timesteps=False, use_kl=False,
-                              rescale_learned_sigmas=False))
+  d_config = dict(diffusion_steps=1000, noise_schedule="linear", learn_sigma=True,
+                  timestep_respacing="ddim10", predict_xstart=False, rescale_timesteps=False,
+                  use_kl=False, rescale_learned_sigmas=False)
+  d = D.create_diffusion(d_config)
   ddim = d.ddim_sample_loop(_toy, X_T, clip_denoised=clip)
   first = d.multistep_sample_loop(_toy, X_T, order=1, clip_denoised=clip)
   np.testing.assert_allclose(first, ddim, rtol=1e-4, atol=1e-4)
   second = d.sample_loop("dpmpp_2m", _toy, X_T, clip_denoised=clip)
   assert np.abs(np.asarray(second - ddim)).max() > 1e-3
+  one_step = D.create_diffusion(dict(d_config, timestep_respacing="1"))
+  np.testing.assert_allclose(one_step.sample_loop("unipc", _toy, X_T, clip_denoised=clip),
+                             one_step.ddim_sample_loop(_toy, X_T, clip_denoised=clip),
+                             rtol=1e-6, atol=1e-6)
   if clip:
     # The last step returns the clipped x0 estimate.
     assert np.abs(np.asarray(second)).max() <= 1.0 + 1e-6
