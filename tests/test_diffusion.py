@@ -87,6 +87,36 @@ def test_bad_respacing_errors(spec, message):
     D.space_timesteps(1000, spec)
 
 
+def test_logsnr_respacing_is_even_in_log_snr():
+  betas = D.get_named_beta_schedule("linear", 1000)
+  lam = 0.5 * np.log(np.cumprod(1 - betas) / (1 - np.cumprod(1 - betas)))
+  d = D.create_diffusion(_config(), "logsnr10")
+  assert d.num_timesteps == 10 and d.timestep_map[0] == 0 and d.timestep_map[-1] == 999
+  steps = -np.diff(lam[d.timestep_map])
+  # Nearest timesteps to 10 evenly spaced lambdas: every step within 10 % of the mean step.
+  np.testing.assert_allclose(steps, (lam[0] - lam[-1]) / 9, rtol=0.1)
+  # The even-in-t "10" spends a third of the lambda range on its last step.
+  even = -np.diff(lam[D.create_diffusion(_config(), "10").timestep_map])
+  assert even[0] > (lam[0] - lam[-1]) / 3 and even.max() / even.min() > 5
+  # The cosine schedule's clipped last betas make lambda drop by 3.5 in its final timestep,
+  # which no spacing can split: there the steps are still distinct and cover both ends.
+  cosine = D.create_diffusion(_config(noise_schedule="cosine"), "logsnr10").timestep_map
+  assert len(set(cosine)) == 10 and cosine[0] == 0 and cosine[-1] == 999
+
+
+def test_logsnr_respacing_keeps_distinct_steps_and_checks_counts():
+  betas = D.get_named_beta_schedule("linear", 1000)
+  for count in (1, 2, 250, 999, 1000):
+    kept = D.logsnr_timesteps(betas, count)
+    assert len(kept) == count and min(kept) == 0 and max(kept) <= 999
+  assert D.logsnr_timesteps(betas, 2) == {0, 999}
+  assert D.respacing_timesteps(betas, "ddim25") == D.space_timesteps(1000, "ddim25")
+  with pytest.raises(ValueError, match="cannot take 1001 steps"):
+    D.create_diffusion(_config(), "logsnr1001")
+  with pytest.raises(ValueError, match="not an integer"):
+    D.create_diffusion(_config(), "logsnrx")
+
+
 def test_bad_schedule_and_config_errors():
   with pytest.raises(ValueError, match="linear, cosine"):
     D.get_named_beta_schedule("quadratic", 1000)

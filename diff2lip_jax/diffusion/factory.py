@@ -6,7 +6,8 @@ from typing import Any, Optional, Sequence, Union
 
 from diff2lip_jax.diffusion.enums import LossType, ModelMeanType, ModelVarType
 from diff2lip_jax.diffusion.gaussian import GaussianDiffusion
-from diff2lip_jax.diffusion.schedules import get_named_beta_schedule, respace_betas, space_timesteps
+from diff2lip_jax.diffusion.schedules import (get_named_beta_schedule, respace_betas,
+                                              respacing_timesteps)
 
 _REQUIRED = ("diffusion_steps", "noise_schedule", "learn_sigma", "timestep_respacing",
              "predict_xstart", "rescale_timesteps", "use_kl", "rescale_learned_sigmas")
@@ -32,7 +33,8 @@ def create_diffusion(diffusion_config: Any,
       diffusion_steps, noise_schedule, learn_sigma, timestep_respacing, predict_xstart,
       rescale_timesteps, use_kl, rescale_learned_sigmas (and optionally sigma_small).
     timestep_respacing: replaces the config's respacing when not None; "" (or None in
-      the config) keeps every step. E.g. "ddim25", "250", "10,10,10", [10, 10, 10].
+      the config) keeps every step. E.g. "ddim25", "250", "10,10,10", [10, 10, 10], or
+      "logsnr10" (10 steps evenly spaced in log-SNR; suits few-step sampling).
   """
   values = {name: _get(diffusion_config, name) for name in _REQUIRED}
   missing = [name for name, value in values.items() if value is _MISSING]
@@ -47,7 +49,7 @@ def create_diffusion(diffusion_config: Any,
     respacing = [steps]
 
   betas = get_named_beta_schedule(values["noise_schedule"], steps)
-  new_betas, timestep_map = respace_betas(betas, space_timesteps(steps, respacing))
+  new_betas, timestep_map = respace_betas(betas, respacing_timesteps(betas, respacing))
   if values["learn_sigma"]:
     var_type = ModelVarType.LEARNED_RANGE
   else:

@@ -24,6 +24,7 @@ from diff2lip_jax.diffusion.indexing import check_same_shape as _check_same_shap
 from diff2lip_jax.diffusion.indexing import extract as _extract
 from diff2lip_jax.diffusion.objectives import ObjectivesMixin
 from diff2lip_jax.diffusion.samplers import SamplingMixin
+from diff2lip_jax.diffusion.solvers import SolverMixin
 
 _STATIC = {"static": True}
 
@@ -41,7 +42,7 @@ TABLE_NAMES = (
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class GaussianDiffusion(SamplingMixin, ObjectivesMixin):
+class GaussianDiffusion(SamplingMixin, SolverMixin, ObjectivesMixin):
   """A (possibly respaced) diffusion process; build with `from_betas` or `create_diffusion`.
 
   Table attributes are `[num_timesteps]` float64 numpy arrays outside `jit` (tracers

@@ -1,8 +1,10 @@
 """The full reverse diffusion process of Diff2Lip as one jittable computation.
 
-``sample`` runs DDIM (or ancestral DDPM) over the respaced steps in a ``lax.fori_loop``;
-it has no Python loop over steps, so it can sit inside ``jax.jit`` or be jitted once with
-:func:`make_sampler` and reused on batches of the same shape.
+``sample`` runs DDIM, ancestral DDPM or a multistep ODE solver (DPM-Solver++(2M), UniPC;
+see ``diffusion/solvers.py``) over the respaced steps in a ``lax.fori_loop``; it has no
+Python loop over steps, so it can sit inside ``jax.jit`` or be jitted once with
+:func:`make_sampler` and reused on batches of the same shape. Every sampler evaluates the
+model once per respaced step.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from diff2lip_jax.diffusion import GaussianDiffusion, create_diffusion
+from diff2lip_jax.diffusion import ODE_SOLVERS, SAMPLERS, GaussianDiffusion, create_diffusion
 
 
 def masked_condition(img: jax.Array, mask: jax.Array, noise: jax.Array) -> jax.Array:
@@ -37,10 +39,29 @@ def _as_diffusion(diffusion_config: Any) -> GaussianDiffusion:
   return create_diffusion(diffusion_config)
 
 
+def resolve_sampler(sampler: str | None, use_ddim: bool = True, eta: float = 0.0) -> str:
+  """The sampler name to run: ``sampler`` when given, else "ddim"/"ddpm" from ``use_ddim``.
+
+  ``use_ddim=False`` (an explicit request for DDPM) with another ``sampler`` is an error, as
+  is ``eta != 0`` with a deterministic ODE solver.
+  """
+  if sampler is None:
+    return "ddim" if use_ddim else "ddpm"
+  if sampler not in SAMPLERS:
+    raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+  if not use_ddim and sampler != "ddpm":
+    raise ValueError(f"use_ddim=False asks for DDPM but sampler={sampler!r}; pass only one")
+  if sampler in ODE_SOLVERS and eta != 0:
+    raise ValueError(f"sampler {sampler!r} is a deterministic ODE solver; eta must be 0, "
+                     f"got {eta!r} (use sampler 'ddim' for eta > 0)")
+  return sampler
+
+
 def sample(model: nn.Module, params: Any, diffusion_config: Any, *, noise: jax.Array,
            cond_img: jax.Array, mask: jax.Array, ref_img: jax.Array | None,
            indiv_mels: jax.Array | None, rng: jax.Array | None = None, use_ddim: bool = True,
-           clip_denoised: bool = True, eta: float = 0.0) -> jax.Array:
+           clip_denoised: bool = True, eta: float = 0.0,
+           sampler: str | None = None) -> jax.Array:
   """Generates frames from ``noise`` (``x_T``) conditioned on masked frames, reference and audio.
 
   Args:
@@ -54,6 +75,9 @@ def sample(model: nn.Module, params: Any, diffusion_config: Any, *, noise: jax.A
     ref_img: ``[N,H,W,3*nrefer]`` identity reference frames (None if ``use_ref`` is off).
     indiv_mels: ``[N,80,16]`` per-frame mel windows (None if ``use_audio`` is off).
     rng: PRNG key; needed for DDPM or DDIM with ``eta > 0``.
+    use_ddim: DDIM (True) or ancestral DDPM (False) when ``sampler`` is None.
+    sampler: one of ``diffusion.SAMPLERS``: "ddim", "ddpm", "dpmpp_2m" (DPM-Solver++(2M)),
+      "unipc" (UniPC-2); overrides ``use_ddim``. The ODE solvers need ``eta == 0``.
   Returns:
     ``x0 [N,H,W,3]`` float32 in [-1, 1] when ``clip_denoised``.
   """
@@ -63,28 +87,30 @@ def sample(model: nn.Module, params: Any, diffusion_config: Any, *, noise: jax.A
     return model.apply({"params": params}, x_t, model_t, cond_img=cond_img, mask=mask,
                        ref_img=ref_img, indiv_mels=indiv_mels).astype(jnp.float32)
 
-  if use_ddim:
-    if eta and rng is None:
-      raise ValueError("DDIM with eta > 0 needs an rng key")
-    return diffusion.ddim_sample_loop(model_fn, noise, eta=eta, rng=rng,
-                                      clip_denoised=clip_denoised)
-  if rng is None:
-    raise ValueError("DDPM sampling (use_ddim=False) needs an rng key")
-  return diffusion.p_sample_loop(model_fn, noise, rng, clip_denoised=clip_denoised)
+  name = resolve_sampler(sampler, use_ddim, eta)
+  if name == "ddim" and eta and rng is None:
+    raise ValueError("DDIM with eta > 0 needs an rng key")
+  if name == "ddpm" and rng is None:
+    raise ValueError("DDPM sampling (use_ddim=False or sampler='ddpm') needs an rng key")
+  return diffusion.sample_loop(name, model_fn, noise, rng=rng, eta=eta,
+                               clip_denoised=clip_denoised)
 
 
 def make_sampler(model: nn.Module, diffusion_config: Any, *, use_ddim: bool = True,
-                 clip_denoised: bool = True, eta: float = 0.0) -> Callable[..., jax.Array]:
+                 clip_denoised: bool = True, eta: float = 0.0,
+                 sampler: str | None = None) -> Callable[..., jax.Array]:
   """Returns ``jit(fn(params, noise, cond_img, mask, ref_img, indiv_mels, rng) -> x0)``.
 
-  The diffusion tables are built once here; the function compiles once per input shape.
+  ``sampler``/``use_ddim`` as in :func:`sample` (checked here, before any compile). The
+  diffusion tables are built once here; the function compiles once per input shape.
   """
   diffusion = _as_diffusion(diffusion_config)
+  sampler = resolve_sampler(sampler, use_ddim, eta)
 
   @jax.jit
   def run(params, noise, cond_img, mask, ref_img, indiv_mels, rng):
     return sample(model, params, diffusion, noise=noise, cond_img=cond_img, mask=mask,
-                  ref_img=ref_img, indiv_mels=indiv_mels, rng=rng, use_ddim=use_ddim,
-                  clip_denoised=clip_denoised, eta=eta)
+                  ref_img=ref_img, indiv_mels=indiv_mels, rng=rng, clip_denoised=clip_denoised,
+                  eta=eta, sampler=sampler)
 
   return run

@@ -89,6 +89,45 @@ def space_timesteps(num_timesteps: int, section_counts: str | Sequence[int]) -> 
   return set(all_steps)
 
 
+def logsnr_timesteps(betas: np.ndarray, count: int) -> set[int]:
+  """`count` original timesteps evenly spaced in log-SNR, from step 0 to the last step.
+
+  The log-SNR 2*lambda_t = log(ab_t / (1 - ab_t)) falls steeply near t = 0 and slowly at
+  high noise, so this puts more steps at low noise than the even-in-t spacings (where, for the
+  linear schedule, the step from the second smallest timestep to 0 spans a third of the
+  whole lambda range). Each target lambda takes its nearest timestep; where the target
+  spacing is finer than one timestep the steps are pushed apart so that `count` distinct
+  timesteps remain. (The cosine schedule's clipped last betas drop lambda by 3.5 within its
+  final timestep; that gap stays one step.)
+  """
+  alphas_cumprod = np.cumprod(1.0 - np.asarray(betas, dtype=np.float64))
+  num_steps = len(alphas_cumprod)
+  count = _positive_int(count, "logsnr step count")
+  if count > num_steps:
+    raise ValueError(f"timestep respacing 'logsnr{count}': cannot take {count} steps out of "
+                     f"{num_steps}")
+  if num_steps == 1:
+    return {0}
+  lam = 0.5 * (np.log(alphas_cumprod) - np.log1p(-alphas_cumprod))  # decreasing in t
+  targets = np.linspace(lam[0], lam[-1], count)
+  upper = np.clip(np.searchsorted(-lam, -targets), 1, num_steps - 1)  # lam[upper] <= target
+  nearer_lower = np.abs(lam[upper - 1] - targets) <= np.abs(lam[upper] - targets)
+  steps = np.where(nearer_lower, upper - 1, upper)
+  # Distinct and ascending: steps[i] >= steps[i-1] + 1, then steps[i] <= num_steps - count + i.
+  offsets = np.arange(count)
+  steps = np.minimum(np.maximum.accumulate(steps - offsets), num_steps - count) + offsets
+  return set(int(t) for t in steps)
+
+
+def respacing_timesteps(betas: np.ndarray, respacing: str | Sequence[int]) -> set[int]:
+  """Original timesteps kept by a respacing spec: "logsnrN" (:func:`logsnr_timesteps`) or
+  any form of :func:`space_timesteps` ("ddimN", "N", "10,10,10", a list of counts)."""
+  if isinstance(respacing, str) and respacing.strip().startswith("logsnr"):
+    spec = respacing.strip()
+    return logsnr_timesteps(betas, _parse_count(spec[len("logsnr"):], respacing))
+  return space_timesteps(len(betas), respacing)
+
+
 def respace_betas(betas: np.ndarray, use_timesteps: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
   """Betas of the process that only visits `use_timesteps`, and the index map.
 
