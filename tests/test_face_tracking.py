@@ -136,8 +136,8 @@ def test_create_detector_auto_prefers_s3fd_weights(no_s3fd_weights, monkeypatch)
   explicit = no_s3fd_weights / "explicit.pth"
   explicit.write_bytes(b"weights")
   assert fd.create_detector("s3fd", s3fd_weights=explicit, score_threshold=0.6) == "s3fd"
-  assert calls == [(default, {"max_side": 640}), (env_file, {"max_side": None}),
-                   (explicit, {"max_side": 640, "score_threshold": 0.6})]
+  assert calls == [(default, {"max_side": 320}), (env_file, {"max_side": None}),
+                   (explicit, {"max_side": 320, "score_threshold": 0.6})]
 
 
 def test_create_detector_errors_say_what_to_do(no_s3fd_weights, monkeypatch):

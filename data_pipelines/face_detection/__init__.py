@@ -10,7 +10,8 @@ from data_pipelines.face_detection.boxes import (decode, nms, prior_boxes, score
 from diff2lip_jax.porting.s3fd import (expected_torch_shapes, load_s3fd_params,
                                                    params_from_torch)
 from data_pipelines.face_detection.detector import FaceDetector, preprocess
-from data_pipelines.face_detection.factory import (DEFAULT_S3FD_WEIGHTS, DETECTOR_KINDS,
+from data_pipelines.face_detection.factory import (DEFAULT_MAX_SIDE, DEFAULT_S3FD_WEIGHTS,
+                                                   DETECTOR_KINDS,
                                                    S3FD_WEIGHTS_ENV, DetectorUnavailableError,
                                                    create_detector, find_s3fd_weights)
 from data_pipelines.face_detection.hog import HOG_TO_S3FD, HogDetector, hog_to_s3fd
@@ -32,5 +33,5 @@ __all__ = [
     "smooth_boxes", "NoFaceError", "NO_FACE_POLICIES", "FACE_SELECTIONS", "face_boxes_and_found",
     "tracked_face_boxes", "box_iou", "link_tracks", "select_face_track", "create_detector",
     "find_s3fd_weights", "DetectorUnavailableError", "DETECTOR_KINDS", "S3FD_WEIGHTS_ENV",
-    "DEFAULT_S3FD_WEIGHTS", "HogDetector", "hog_to_s3fd", "HOG_TO_S3FD",
+    "DEFAULT_S3FD_WEIGHTS", "DEFAULT_MAX_SIDE", "HogDetector", "hog_to_s3fd", "HOG_TO_S3FD",
 ]

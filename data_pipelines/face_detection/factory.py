@@ -23,7 +23,12 @@ from data_pipelines.face_detection.hog import HogDetector
 DETECTOR_KINDS = ("auto", "s3fd", "hog")
 S3FD_WEIGHTS_ENV = "DIFF2LIP_S3FD_WEIGHTS"
 DEFAULT_S3FD_WEIGHTS = pathlib.Path("~/.cache/diff2lip/s3fd.pth")
-DEFAULT_MAX_SIDE = 640
+# Longer side of the frame copy each detector scans (frames already smaller are not scaled).
+# HOG's window is 80 px (faces >= 80 px at this size, >= 40 px in its upsampled retry);
+# S3FD's smallest anchors are 16 px and it costs ~0.5 CPU-s per 320x180 frame (2.3 at
+# 640x360, ~20 at 1080p), so 320 px keeps faces >= ~100 px of a 1080p frame and a 2 s clip
+# within seconds to tens of seconds on 2 cores (docs/face_detection.md).
+DEFAULT_MAX_SIDE = {"s3fd": 320, "hog": 640}
 
 
 class DetectorUnavailableError(RuntimeError):
@@ -52,14 +57,16 @@ def find_s3fd_weights(s3fd_weights: str | os.PathLike | None = None) -> pathlib.
 
 
 def create_detector(kind: str = "auto", s3fd_weights: str | os.PathLike | None = None,
-                    max_side: int | None = DEFAULT_MAX_SIDE, **kwargs: Any) -> FaceDetector | HogDetector:
+                    max_side: int | None | str = "default",
+                    **kwargs: Any) -> FaceDetector | HogDetector:
   """Builds a face detector.
 
   Args:
     kind: "auto" (S3FD if weights are found, else HOG), "s3fd" (weights required) or "hog".
     s3fd_weights: path of an S3FD checkpoint (`s3fd.pth`); overrides the environment variable.
-    max_side: detect on frames scaled to this longer side, boxes scaled back (None: full
-      resolution, slow on CPU: S3FD took 79 s for 2 s of 1080p video).
+    max_side: detect on frames scaled to this longer side, boxes scaled back; "default":
+      `DEFAULT_MAX_SIDE` of the detector (S3FD 320, HOG 640); None: full resolution (S3FD at
+      1080p costs ~20 CPU-seconds per frame).
     **kwargs: passed to the detector (`FaceDetector` or `HogDetector`), e.g. score_threshold.
   Returns:
     a `FaceDetector` (S3FD) or `HogDetector`.
@@ -76,6 +83,11 @@ def create_detector(kind: str = "auto", s3fd_weights: str | os.PathLike | None =
         "S3FD needs its weights file (Wav2Lip's s3fd.pth), which is never downloaded: pass it "
         f"(--s3fd_weights), set {S3FD_WEIGHTS_ENV}, or copy it to {DEFAULT_S3FD_WEIGHTS}; or "
         "use the bundled dlib detector (kind 'hog' / 'auto').")
+  chosen = "hog" if weights is None else "s3fd"
+  if max_side == "default":
+    max_side = DEFAULT_MAX_SIDE[chosen]
+  elif max_side is not None and not isinstance(max_side, int):
+    raise ValueError(f"max_side must be an int, None or 'default', got {max_side!r}")
   if weights is not None:
     return FaceDetector.from_checkpoint(weights, max_side=max_side, **kwargs)
   try:
