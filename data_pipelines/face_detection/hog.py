@@ -68,8 +68,7 @@ class HogDetector:
   def __init__(self, max_side: int | None = 640, score_threshold: float = 0.5,
                weak_threshold: float = -0.5, retry: bool = True, retry_threshold: float = 0.0,
                s3fd_boxes: bool = True):
-    self._dlib = _import_dlib()
-    self._detector = self._dlib.get_frontal_face_detector()
+    self._detector = _import_dlib().get_frontal_face_detector()
     self.max_side = max_side
     self.score_threshold = float(score_threshold)
     self.weak_threshold = min(float(weak_threshold), self.score_threshold)
