@@ -1,4 +1,4 @@
-"""Per-frame face boxes for a video: best detection, missing-face policy, pads, smoothing.
+"""Per-frame face boxes for a video: face selection, missing-face policy, pads, smoothing.
 
 Boxes are integer `(x1, y1, x2, y2)` pixel bounds with exclusive ends, i.e. the face crop is
 `frame[y1:y2, x1:x2]` (the reference stores the same numbers as `(y1, y2, x1, x2)`).
@@ -7,6 +7,9 @@ Reference (Wav2Lip `inference.py` / Diff2Lip `generate.py` `face_detect`): take 
 detection of each frame, clip it at 0 and truncate to int, add pads `(top, bottom, left, right)`
 clamped to the frame, then average each box with the next `smooth_window - 1` boxes (the last
 window is anchored at the end of the video), truncating to int in place.
+
+Face selection: `select="track"` (default) follows one person (the largest face, linked by box
+overlap, see `tracking.py`); `select="best"` is the reference's best score per frame.
 """
 from __future__ import annotations
 
@@ -14,7 +17,12 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-NO_FACE_POLICIES = ("error", "skip", "nearest", "interpolate")
+from data_pipelines.face_detection import tracking
+
+# "skip" and "passthrough" give the same boxes (rows -1, left out of the smoothing); they tell
+# the video pipeline to drop those frames or to write them unchanged.
+NO_FACE_POLICIES = ("error", "skip", "passthrough", "nearest", "interpolate")
+FACE_SELECTIONS = ("track", "best")
 
 
 class NoFaceError(ValueError):
@@ -112,33 +120,66 @@ def smooth_boxes(boxes: np.ndarray, window: int = 5) -> np.ndarray:
   return out
 
 
-def boxes_from_detections(detections: Sequence[np.ndarray], frame_size: tuple[int, int],
-                          pads: Sequence[int] = (0, 10, 0, 0), smooth_window: int = 5,
-                          no_face: str = "error") -> np.ndarray:
-  """Per-frame crop boxes from per-frame detections (see `face_boxes_for_video`)."""
+def tracked_face_boxes(detections: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """One person's face per frame (`tracking.select_face_track`), clipped at 0 and truncated.
+
+  Returns boxes `[T, 4]` int64 (rows of frames without the face are -1) and found `[T]` bool.
+  """
+  boxes, found = tracking.select_face_track(detections)
+  out = np.full(boxes.shape, -1, np.int64)
+  out[found] = np.clip(boxes[found], 0, None).astype(np.int64)
+  return out, found
+
+
+def face_boxes_and_found(detections: Sequence[np.ndarray], frame_size: tuple[int, int],
+                         pads: Sequence[int] = (0, 10, 0, 0), smooth_window: int = 5,
+                         no_face: str = "error",
+                         select: str = "track") -> tuple[np.ndarray, np.ndarray]:
+  """Per-frame crop boxes and which frames had the face detected.
+
+  Args: as `face_boxes_for_video`, with `detections` the detector's T arrays `[K, 5]`.
+  Returns:
+    boxes `[T, 4]` int64 (x1, y1, x2, y2): for "skip" / "passthrough" the rows of frames
+      without a face are -1; for "nearest" / "interpolate" every row is a box.
+    found `[T]` bool: the face was detected in that frame (False rows were filled or are -1).
+  Raises:
+    NoFaceError: no frame has a face, or some have none and `no_face` is "error".
+  """
   if no_face not in NO_FACE_POLICIES:
     raise ValueError(f"no_face must be one of {NO_FACE_POLICIES}, got {no_face!r}")
+  if select not in FACE_SELECTIONS:
+    raise ValueError(f"select must be one of {FACE_SELECTIONS}, got {select!r}")
   height, width = frame_size
-  boxes, found = best_face_boxes(detections)
+  boxes, found = (tracked_face_boxes if select == "track" else best_face_boxes)(detections)
   missing = np.flatnonzero(~found)
   if missing.size == len(found):
     raise NoFaceError(f"no face detected in any of the {len(found)} frames")
   if missing.size and no_face == "error":
     raise NoFaceError(
         f"no face detected in {missing.size} of {len(found)} frames (0-based indices: "
-        f"{_ranges(missing.tolist())}). Pass no_face='skip' to drop them, or 'nearest' / "
-        "'interpolate' to reuse boxes from neighbouring frames.")
+        f"{_ranges(missing.tolist())}). Pass no_face='passthrough' to keep them unchanged, "
+        "'skip' to drop them, or 'nearest' / 'interpolate' to reuse boxes from neighbouring "
+        "frames.")
+  usable = found
   if missing.size and no_face in ("nearest", "interpolate"):
-    boxes, found = fill_missing_boxes(boxes, found, no_face), np.ones_like(found)
+    boxes, usable = fill_missing_boxes(boxes, found, no_face), np.ones_like(found)
   out = np.full((len(found), 4), -1, np.int64)
-  kept = pad_boxes(boxes[found], pads, height, width)
-  out[found] = smooth_boxes(kept, smooth_window)
-  return out
+  kept = pad_boxes(boxes[usable], pads, height, width)
+  out[usable] = smooth_boxes(kept, smooth_window)
+  return out, found
+
+
+def boxes_from_detections(detections: Sequence[np.ndarray], frame_size: tuple[int, int],
+                          pads: Sequence[int] = (0, 10, 0, 0), smooth_window: int = 5,
+                          no_face: str = "error", select: str = "track") -> np.ndarray:
+  """Per-frame crop boxes `[T, 4]` from per-frame detections (see `face_boxes_and_found`)."""
+  return face_boxes_and_found(detections, frame_size, pads, smooth_window, no_face, select)[0]
 
 
 def face_boxes_for_video(frames_rgb: np.ndarray, detector: Detector,
                          pads: Sequence[int] = (0, 10, 0, 0), smooth_window: int = 5,
-                         no_face: str = "error", batch_size: int = 16) -> np.ndarray:
+                         no_face: str = "error", batch_size: int = 16,
+                         select: str = "track") -> np.ndarray:
   """Face crop box for every frame of a video.
 
   Args:
@@ -148,8 +189,11 @@ def face_boxes_for_video(frames_rgb: np.ndarray, detector: Detector,
       default (0, 10, 0, 0), which keeps the chin; Diff2Lip's generate.py uses (0, 0, 0, 0)).
     smooth_window: temporal window of the box average (Wav2Lip: 5); <= 1 disables smoothing.
     no_face: what to do with frames without a face: "error" (default: raise `NoFaceError`
-      listing them), "skip" (their rows are -1 and they are left out of the smoothing),
-      "nearest" or "interpolate" (box from neighbouring frames, before pads and smoothing).
+      listing them), "skip" / "passthrough" (their rows are -1 and they are left out of the
+      smoothing; the video pipeline drops them or writes them unchanged), "nearest" or
+      "interpolate" (box from neighbouring frames, before pads and smoothing).
+    select: "track" (one person: the largest face, followed by box overlap) or "best" (the
+      reference: best-scoring detection of each frame).
   Returns:
     `[T, 4]` int64 (x1, y1, x2, y2); crop with `frame[y1:y2, x1:x2]`.
   """
@@ -157,4 +201,5 @@ def face_boxes_for_video(frames_rgb: np.ndarray, detector: Detector,
   if frames_rgb.ndim != 4 or frames_rgb.shape[-1] != 3 or len(frames_rgb) == 0:
     raise ValueError(f"frames must be a non-empty [T, H, W, 3] array, got {frames_rgb.shape}")
   detections = detector.detect(frames_rgb, batch_size=batch_size)
-  return boxes_from_detections(detections, frames_rgb.shape[1:3], pads, smooth_window, no_face)
+  return boxes_from_detections(detections, frames_rgb.shape[1:3], pads, smooth_window, no_face,
+                               select)
