@@ -296,6 +296,8 @@ def test_upload_run_play_and_download(page, app_url, media, tmp_path):
   assert frames.shape[1:] == (helpers.FULL, helpers.FULL, 3) and frames.std() > 0
   assert samples.size > 0.9 * frames_done / 25.0 * rate and np.abs(samples).max() > 0
 
+  assert page.locator("button[aria-label='Share']").count() == 0  # no upload to HF Spaces
+
   link = page.locator("#download a[download]")
   assert link.get_attribute("download").endswith(".mp4")
   downloaded = _fetch(page, link.get_attribute("href"), tmp_path / "downloaded.mp4")

@@ -24,6 +24,7 @@ from typing import Sequence
 
 GRADIO_RANGE = (6, 7)  # the [app] extra pins gradio>=6,<7
 INSTALL_HINT = 'pip install -e ".[app]"'
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +112,9 @@ def serve(args: argparse.Namespace, work_dir: str) -> int:
   except OSError as error:  # e.g. the port is taken
     print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
     return 1
+  if args.host not in LOOPBACK:
+    print(f"warning: --host {args.host} lets other machines reach the app, without a "
+          "password", file=sys.stderr)
   print(f"serving on http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr,
         flush=True)
   try:

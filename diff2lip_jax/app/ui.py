@@ -65,9 +65,11 @@ def build_demo(jobs: LipSyncJobs, choices: Choices,
     gr.Markdown(INTRO)
     with gr.Row():
       with gr.Column():
-        video = gr.Video(label="Face video", sources=["upload"], elem_id="video_in")
+        # buttons: download only; Gradio's "share" posts to Hugging Face Spaces.
+        video = gr.Video(label="Face video", sources=["upload"], buttons=["download"],
+                         elem_id="video_in")
         audio = gr.Audio(label="Speech", sources=["upload"], type="filepath",
-                         elem_id="audio_in")
+                         buttons=["download"], elem_id="audio_in")
         if examples:
           gr.Examples(examples, inputs=[video, audio], cache_examples=False,
                       label="Example: a synthetic face and another synthetic voice")
@@ -75,7 +77,8 @@ def build_demo(jobs: LipSyncJobs, choices: Choices,
           options = _options(choices)
         run = gr.Button("Run", variant="primary", elem_id="run")
       with gr.Column():
-        result = gr.Video(label="Result", interactive=False, elem_id="result")
+        result = gr.Video(label="Result", interactive=False, buttons=["download"],
+                          elem_id="result")
         download = gr.File(label="Download the result", interactive=False, elem_id="download")
         status = gr.Textbox(label="Status", interactive=False, lines=2, elem_id="status")
     run.click(on_run, [video, audio] + options, [result, download, status],
