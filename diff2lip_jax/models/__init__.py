@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diff2lip_jax.models.layers import ATTENTION_IMPLS
 from diff2lip_jax.models.tfg import TFGModel
 
 # Channel multipliers the reference picks from image_size (script_util.tfg_create_model).
@@ -72,7 +73,9 @@ def create_model(model_config: Any) -> nn.Module:
   num_head_channels, attention_resolutions (str), channel_mult (str, "" = by size), dropout,
   use_scale_shift_norm, resblock_updown, learn_sigma, use_ref, nrefer, use_audio,
   audio_as_style, audio_encoder_channels (32) and audio_encoder_num_res_blocks (2) (the
-  reference's audio_encoder_kwargs), nframes, dtype ("float32"|"bfloat16"), remat (or use_checkpoint).
+  reference's audio_encoder_kwargs), nframes, dtype ("float32"|"bfloat16"), remat (or
+  use_checkpoint), attention_impl ("default" | "dot_product_attention": the attention kernel,
+  same parameters; see ``layers.ATTENTION_IMPLS``).
   """
   if config_value(model_config, "class_cond", False):
     raise ValueError("class_cond=True is not supported by Diff2Lip models")
@@ -80,6 +83,10 @@ def create_model(model_config: Any) -> nn.Module:
     raise ValueError("audio_as_style_encoder_mlp=True is not supported: the reference's MLP "
                      "encoder has inconsistent shapes (Linear(80+16) on a flattened 80x16 input)")
   image_size = int(config_value(model_config, "image_size", 128))
+  attention_impl = str(config_value(model_config, "attention_impl", "default"))
+  if attention_impl not in ATTENTION_IMPLS:
+    raise ValueError(f"model.attention_impl must be one of {', '.join(ATTENTION_IMPLS)}, "
+                     f"got {attention_impl!r}")
   return TFGModel(
       model_channels=int(config_value(model_config, "num_channels", 128)),
       out_channels=6 if config_value(model_config, "learn_sigma", True) else 3,
@@ -101,6 +108,7 @@ def create_model(model_config: Any) -> nn.Module:
       audio_num_res_blocks=int(config_value(model_config, "audio_encoder_num_res_blocks", 2)),
       dtype=compute_dtype(model_config),
       remat=bool(config_value(model_config, "remat", False) or config_value(model_config, "use_checkpoint", False)),
+      attention_impl=attention_impl,
   )
 
 
@@ -157,4 +165,4 @@ def check_params(params: Any, model_config: Any) -> None:
 
 __all__ = ["TFGModel", "create_model", "channel_mult_for", "attention_downsample_rates",
            "CHANNEL_MULT_BY_SIZE", "config_value", "dummy_inputs", "init_params",
-           "param_shapes", "check_params", "ParamsMismatchError", "compute_dtype"]
+           "param_shapes", "check_params", "ParamsMismatchError", "compute_dtype", "ATTENTION_IMPLS"]

@@ -207,15 +207,34 @@ def attention_core(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   return _attention_one(q, k, v)
 
 
+# How AttentionBlock computes softmax(q k^T / sqrt(C)) v: "default" is `attention_core`;
+# "dot_product_attention" is `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPU).
+ATTENTION_IMPLS = ("default", "dot_product_attention")
+
+
+def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """``attention_core`` through ``jax.nn.dot_product_attention``: ``[N, T, heads, C]`` x3 -> same.
+
+  On GPU with bfloat16/float16 inputs it asks for cuDNN's fused flash attention; cuDNN has
+  no float32 kernel, so float32 (and every other backend) uses JAX's XLA implementation,
+  which also computes the logits and the softmax in float32.
+  """
+  cudnn = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+  return jax.nn.dot_product_attention(q, k, v, implementation="cudnn" if cudnn else None)
+
+
 class AttentionBlock(nn.Module):
   """Spatial self-attention with the 'legacy' head split (heads before q/k/v).
 
   ``num_head_channels != -1`` overrides ``num_heads``. ``[N, H, W, C] -> [N, H, W, C]``.
+  ``attention_impl`` (one of ``ATTENTION_IMPLS``) picks the kernel; both use the same
+  parameters and agree to float32 rounding.
   """
   channels: int
   num_heads: int = 1
   num_head_channels: int = -1
   dtype: Dtype = jnp.float32
+  attention_impl: str = "default"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -235,6 +254,10 @@ class AttentionBlock(nn.Module):
         GroupNorm32(name="norm")(tokens))
     # Legacy layout: channel index = head * 3ch + {q,k,v} * ch + c.
     q, k, v = jnp.split(qkv.reshape(n, hgt * wid, heads, 3 * ch), 3, axis=-1)
-    attended = attention_core(q, k, v).reshape(n, hgt * wid, c)
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, "
+                       f"got {self.attention_impl!r}")
+    core = fused_attention if self.attention_impl == "dot_product_attention" else attention_core
+    attended = core(q, k, v).reshape(n, hgt * wid, c)
     out = nn.Dense(c, dtype=self.dtype, param_dtype=jnp.float32, name="proj_out")(attended)
     return (tokens + out).reshape(n, hgt, wid, c)

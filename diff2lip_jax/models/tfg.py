@@ -43,6 +43,7 @@ class TFGModel(nn.Module):
   audio_num_res_blocks: int = 2
   dtype: Dtype = jnp.float32
   remat: bool = False
+  attention_impl: str = "default"   # layers.ATTENTION_IMPLS
 
   def _blocks(self):
     if self.remat:
@@ -118,6 +119,7 @@ class TFGModel(nn.Module):
         ch = out_ch
         if ds in self.attention_ds:
           h = attn_block(ch, self.num_heads, self.num_head_channels, dtype=dt,
+                         attention_impl=self.attention_impl,
                          name=f"input_blocks_{index}_1")(h)
         skips.append(h)
         chans.append(ch)
@@ -146,7 +148,8 @@ class TFGModel(nn.Module):
       mid_in = ch + audio.shape[-1]
     h = res_block(mid_in, ch, self.dropout, self.use_scale_shift_norm, dtype=dt,
                   name="middle_block_0")(h, emb, train)
-    h = attn_block(ch, self.num_heads, self.num_head_channels, dtype=dt, name="middle_block_1")(h)
+    h = attn_block(ch, self.num_heads, self.num_head_channels, dtype=dt,
+                   attention_impl=self.attention_impl, name="middle_block_1")(h)
     return res_block(ch, ch, self.dropout, self.use_scale_shift_norm, dtype=dt,
                      name="middle_block_2")(h, emb, train)
 
@@ -169,6 +172,7 @@ class TFGModel(nn.Module):
         ch, layer = out_ch, 1
         if ds in self.attention_ds:
           h = attn_block(ch, heads_up, self.num_head_channels, dtype=dt,
+                         attention_impl=self.attention_impl,
                          name=f"output_blocks_{index}_1")(h)
           layer += 1
         if level and i == self.num_res_blocks:
