@@ -2,12 +2,24 @@
 
 Field names and value types follow the reference flags (`attention_resolutions` is a string,
 `num_head_channels` may be -1), so a config can be checked against a checkpoint's flags.
+
+The model, diffusion and training sections are also available as plain dicts
+(``model_fields()``, ``diffusion_fields()``, ``training_fields()``), and ml_collections is
+imported only where a ConfigDict is built: benchmarks/accelerator_suite.py reads this file on
+accelerator machines that have only jax, flax, optax and orbax.
 """
-import ml_collections
+from __future__ import annotations
+
+from typing import Any
 
 
-def model_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
+def _config_dict(fields: dict[str, Any]):
+  import ml_collections  # pylint: disable=import-outside-toplevel  (see the module docstring)
+  return ml_collections.ConfigDict(fields)
+
+
+def model_fields() -> dict[str, Any]:
+  return dict(
       image_size=128,
       num_channels=128,
       num_res_blocks=2,
@@ -34,11 +46,18 @@ def model_config() -> ml_collections.ConfigDict:
       face_hide_percentage=0.5,   # lower half of the crop is regenerated
       dtype="float32",            # compute dtype: "float32" or "bfloat16"
       remat=False,                # rematerialise blocks to save memory in training
-  ))
+      # "default" or "dot_product_attention" (jax.nn.dot_product_attention: cuDNN's fused
+      # kernel on GPU in bfloat16); same parameters, same output to float32 rounding
+      attention_impl="default",
+  )
 
 
-def diffusion_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
+def model_config():
+  return _config_dict(model_fields())
+
+
+def diffusion_fields() -> dict[str, Any]:
+  return dict(
       diffusion_steps=1000,
       noise_schedule="linear",
       learn_sigma=True,
@@ -47,11 +66,15 @@ def diffusion_config() -> ml_collections.ConfigDict:
       rescale_timesteps=False,
       use_kl=False,
       rescale_learned_sigmas=False,
-  ))
+  )
 
 
-def sampling_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
+def diffusion_config():
+  return _config_dict(diffusion_fields())
+
+
+def sampling_config():
+  return _config_dict(dict(
       use_ddim=True,
       clip_denoised=True,
       eta=0.0,
@@ -61,8 +84,9 @@ def sampling_config() -> ml_collections.ConfigDict:
   ))
 
 
-def pipeline_config() -> ml_collections.ConfigDict:
+def pipeline_config():
   """The Grain input pipeline (``data_pipelines.input_pipeline``), field by field."""
+  import ml_collections  # pylint: disable=import-outside-toplevel  (placeholders need it)
   return ml_collections.ConfigDict(dict(
       num_frames=5,               # frames per target (and reference) window F; the trainer
                                   # sets it from model.nframes
@@ -86,17 +110,18 @@ def pipeline_config() -> ml_collections.ConfigDict:
   ))
 
 
-def training_config() -> ml_collections.ConfigDict:
+def training_fields() -> dict[str, Any]:
   """Training settings of the paper setting (the original training code is not public).
 
   Loss weights: the ε-MSE and VB terms form guided-diffusion's hybrid objective (weights 1,
   as there). The pixel, sync, perceptual and adversarial weights are our choices, set so
   each term is a fraction of the MSE term at the start of training: the expert sync loss
   and LPIPS start near 0.7 and 0.3, the hinge GAN loss near 1, the masked L1 near 0.5,
-  while the ε-MSE starts near 1 and falls to ~0.05.
+  while the ε-MSE starts near 1 and falls to ~0.05. Plain dicts; ``data.pipeline`` is
+  added by :func:`training_config`.
   """
-  config = ml_collections.ConfigDict()
-  config.train = ml_collections.ConfigDict(dict(
+  config: dict[str, Any] = {}
+  config["train"] = dict(
       num_steps=500_000,          # optimizer updates of the whole run
       batch_size=64,              # global batch in 5-frame windows (split over all devices)
       seed=0,                     # parameter init, diffusion noise and data order
@@ -115,8 +140,8 @@ def training_config() -> ml_collections.ConfigDict:
       # "per_window": one diffusion timestep per 5-frame window (needed by the sync and
       # adversarial terms); "per_frame": one per frame, lower-variance gradients when
       # neither term is on.
-      timesteps="per_window"))
-  config.optimizer = ml_collections.ConfigDict(dict(
+      timesteps="per_window")
+  config["optimizer"] = dict(
       lr=1e-4,                    # peak learning rate (AdamW)
       schedule="constant",        # after warmup: "constant" or "cosine" (to lr * end_factor)
       warmup_steps=1_000,         # linear warmup from 0
@@ -124,25 +149,24 @@ def training_config() -> ml_collections.ConfigDict:
       b1=0.9, b2=0.999, eps=1e-8,  # Adam moments
       weight_decay=0.0,           # AdamW decoupled weight decay
       grad_clip_norm=1.0,         # global-norm clipping (0: none)
-      grad_accum_steps=1))        # >1: average gradients of this many batches per update
+      grad_accum_steps=1)         # >1: average gradients of this many batches per update
   # Weight of each loss term (0: off); see the docstring.
-  config.loss = ml_collections.ConfigDict(dict(
-      mse=1.0, vb=1.0, l1=0.1, sync=0.05, lpips=0.1, adversarial=0.01))
+  config["loss"] = dict(mse=1.0, vb=1.0, l1=0.1, sync=0.05, lpips=0.1, adversarial=0.01)
   # The sequential discriminator of the adversarial term and its Adam optimizer.
-  config.discriminator = ml_collections.ConfigDict(dict(
+  config["discriminator"] = dict(
       lr=1e-4, b1=0.5, b2=0.999,
       loss="hinge",               # "hinge", "bce" or "lsgan"
       width=64,                   # channels of the first layer
-      depth=4))                   # stride-2 downsampling blocks
+      depth=4)                    # stride-2 downsampling blocks
   # SyncNet expert for the sync term: a Wav2Lip lipsync_expert.pth or a train_syncnet workdir
   # ("": sync term off, with a warning).
-  config.syncnet = ml_collections.ConfigDict(dict(checkpoint=""))
+  config["syncnet"] = dict(checkpoint="")
   # LPIPS weights (converted from the lpips package's .pth files; "": LPIPS term off).
   # Diff2Lip's own lpips wrapper uses the AlexNet variant.
-  config.lpips = ml_collections.ConfigDict(dict(backbone_weights="", lin_weights="", net="alex"))
+  config["lpips"] = dict(backbone_weights="", lin_weights="", net="alex")
   # Device mesh: data x fsdp devices (data=-1: all the others); fsdp>1 shards parameters.
-  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
-  config.data = ml_collections.ConfigDict(dict(
+  config["mesh"] = dict(data=-1, fsdp=1)
+  config["data"] = dict(
       shards="",                  # training shards (dir, glob or file) from data_pipelines.prepare
       eval_shards="",             # shards the sample grids come from ("": the training shards)
       # Without shards: generate this many synthetic clips into <workdir>/data (0: error).
@@ -150,12 +174,17 @@ def training_config() -> ml_collections.ConfigDict:
       synthetic_eval_clips=0,     # held-out synthetic clips for the sample grids
       synthetic_seed=0,
       min_frames=50,              # length range of the synthetic clips
-      max_frames=75))
+      max_frames=75)
+  return config
+
+
+def training_config():
+  config = _config_dict(training_fields())
   config.data.pipeline = pipeline_config()
   return config
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config():
   config = training_config()
   config.model = model_config()
   config.diffusion = diffusion_config()

@@ -1,13 +1,15 @@
 """Training state (a pytree Orbax saves whole) and the optimizers that update it."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
+
+if TYPE_CHECKING:  # type hints only: the train step runs without ml_collections
+  import ml_collections
 
 
 @flax.struct.dataclass

@@ -8,12 +8,11 @@ counted in the state.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from diff2lip_jax.diffusion import GaussianDiffusion
@@ -22,6 +21,9 @@ from diff2lip_jax.models import discriminator as disc_lib
 from diff2lip_jax.training import objective
 from diff2lip_jax.training.state import (TrainState, learning_rate_schedule, make_disc_optimizer,
                                          make_optimizer, update_ema)
+
+if TYPE_CHECKING:  # type hints only: the train step runs without ml_collections
+  import ml_collections
 
 
 def _select(keep_new: jax.Array, new: Any, old: Any) -> Any:
