@@ -11,15 +11,16 @@ import jax
 import numpy as np
 import pytest
 
-from diff2lip_jax.evaluation import command, fid, fid_stream, filelists, results_log
+from data_pipelines import face_crops, video_io
+from diff2lip_jax.evaluation import clip_metrics, command, fid, fid_stream, filelists, lse
+from diff2lip_jax.evaluation import results_log
 from diff2lip_jax.porting import inception_fid as convert_inception
-from diff2lip_jax.syncnet import expert as syncnet_expert
-from tests.inference_helpers import face_clip, tiny_config, write_face_video
+from tests.inference_helpers import face_clip, write_face_video
 from tests.metric_goldens import manifest_state_dict
 
 torch = pytest.importorskip("torch", reason="torch writes the users' weight files")
 
-FRAMES = 16
+FRAMES = 8          # LSE: 3 windows; syncnet_python crops need >= 7 frames
 CLIPS = ("spk1/vidA/00001", "spk2/vidB/00001", "spk3/vidC/00002")
 FAST = ["--fid_dims", "64", "--lse_batch_size", "8", "--fid_batch_size", "8", "--no_progress",
         "--checkpoint_every", "1"]
@@ -52,9 +53,7 @@ def world(tmp_path_factory):
   clip1, clip2 = face_clip(41, FRAMES), face_clip(42, FRAMES)
   write_face_video(gen / filelists.generated_name(CLIPS[2], CLIPS[1], 0, "diff2lip"), clip2,
                    clip1.full_frames)
-  expert = base / "expert"
-  syncnet_expert.export_expert(expert, syncnet_expert.torch_default_init(0), tiny_config(), 0)
-  return {"base": base, "root": root, "gen": gen, "expert": str(expert),
+  return {"base": base, "root": root, "gen": gen,
           "syncnet_v2": _write_torch(base / "syncnet_v2.model", "manifest_syncnet_v2.json"),
           "inception": _write_torch(base / "pt_inception.pth", "manifest_inception_fid.json")}
 
@@ -150,8 +149,33 @@ def test_inception_split_over_devices_matches_one_device():
 def _recon_args(world, out_dir, listing):
   return ["--filelist", str(listing), "--setting", "reconstruction", "--root",
           str(world["root"]), "--generated_dir", str(world["gen"]), "--out_dir", str(out_dir),
-          "--syncnet_v2", world["syncnet_v2"], "--fid_weights", world["inception"],
-          "--syncnet", world["expert"], *FAST]
+          "--fid_weights", world["inception"], *FAST]
+
+
+def test_lse_of_a_generated_video_is_syncnet_pythons(world, tmp_path, capsys):
+  """The command's LSE is `lse.lse_scores` on syncnet_python's crops of the video's boxes and
+  its own audio (the expert's separately named scores: tests/test_evaluate.py)."""
+  clip = CLIPS[1]
+  generated = world["gen"] / filelists.generated_name(clip, clip, 1, "diff2lip")
+  out = tmp_path / "report.json"
+  assert command.main(["--generated", str(generated), "--reference",
+                       str(world["root"] / f"{clip}.mp4"), "--syncnet_v2", world["syncnet_v2"],
+                       "--out", str(out), *FAST]) == 0
+  table = capsys.readouterr().out
+  assert "| pairs | 1 | 0 |" in table and "--fid_weights" in table
+  record = json.loads(out.read_text())["videos"][0]
+  frames, _ = video_io.read_video(generated)
+  boxes = face_crops.frame_boxes(face_crops.parse_crop("voxceleb2"), frames.shape[1:3],
+                                 len(frames))
+  samples, rate = video_io.read_audio_track(generated)
+  assert rate == 16000
+  direct = lse.lse_scores(clip_metrics.lse_crops(frames, boxes, "track"), samples,
+                          world["syncnet_v2"])
+  assert record["lse_windows"] == direct["num_windows"] == FRAMES - 5
+  assert record["lse_d"] == pytest.approx(direct["lse_d"], rel=1e-5)
+  assert record["lse_c"] == pytest.approx(direct["lse_c"], rel=1e-4, abs=1e-6)
+  assert record["lse_offset"] == direct["offset"]
+  assert 10 < record["psnr"] < 40
 
 
 def _rows(out_dir):
@@ -174,15 +198,13 @@ def test_reconstruction_run_resumes_without_duplicates(world, tmp_path, capsys):
   same, noisy = records[f"{CLIPS[0]} {CLIPS[0]}"], records[f"{CLIPS[1]} {CLIPS[1]}"]
   assert same["psnr"] == 100.0 and same["ssim"] == pytest.approx(1.0)
   assert 10 < noisy["psnr"] < 40 and noisy["ssim"] < 0.95
-  for r in (same, noisy):
-    assert r["frames"] == FRAMES and r["lse_windows"] == FRAMES - 5
-    assert np.isfinite(r["lse_d"]) and np.isfinite(r["wav2lip_expert_lse_d"])
-    assert -15 <= r["lse_offset"] <= 15
+  assert same["frames"] == noisy["frames"] == same["fid_frames"] == FRAMES
   first = _rows(out)
   row = first[0]
   assert row["videos"] == 3 and row["failed"] == 1 and row["fid_videos_missing"] == 0
   assert row["fid_frames"] == {"generated": 3 * FRAMES, "real": 3 * FRAMES}
-  assert row["fid"] > 0 and row["skipped"] == {"sync_r": "--synthetic"}
+  assert row["fid"] > 0 and row["lse_d"] is None and set(row["skipped"]) == {
+      "lse", "wav2lip_expert", "sync_r"}
   assert row["psnr"] == pytest.approx(np.mean([r["psnr"] for r in records.values()
                                                if "psnr" in r]))
   # Killed while writing: the last line is cut off, and the run before it never wrote the
