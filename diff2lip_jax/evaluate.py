@@ -1,7 +1,7 @@
-"""``python -m diff2lip_jax.evaluate``: see :mod:`diff2lip_jax.evaluation.evaluate`."""
+"""``python -m diff2lip_jax.evaluate``: see :mod:`diff2lip_jax.evaluation.command`."""
 import sys
 
-from diff2lip_jax.evaluation.evaluate import main
+from diff2lip_jax.evaluation.command import main
 
 if __name__ == "__main__":
   sys.exit(main())

@@ -1,11 +1,11 @@
-"""`python -m diff2lip_jax.evaluate`: PSNR/SSIM, the syncnet_python offset search, sync score."""
+"""`python -m diff2lip_jax.evaluate`: PSNR/SSIM, the offset search, Wav2Lip-expert and sync scores."""
 import json
 
 import numpy as np
 import pytest
 
 from data_pipelines import video_io
-from diff2lip_jax.evaluation import evaluate
+from diff2lip_jax.evaluation import command, evaluate
 from diff2lip_jax.syncnet import expert as syncnet_expert
 from tests.inference_helpers import face_clip, tiny_config, write_face_video
 
@@ -33,7 +33,7 @@ def test_offset_search_finds_a_known_shift():
 
 
 def test_psnr_and_ssim_have_their_analytic_values():
-  metrics = evaluate._image_metrics()
+  metrics = evaluate.image_metrics()
   rng = np.random.default_rng(1)
   a = rng.integers(20, 200, (3, 40, 40, 3)).astype(np.uint8)
   psnr, ssim = metrics(a, a + 4)
@@ -65,30 +65,38 @@ def test_cli_table_and_json(videos, tmp_path, capsys):
   pairs = tmp_path / "pairs.txt"
   pairs.write_text("real.mp4 real.mp4\nnoisy.mp4 real.mp4\ndubbed.mp4\nmissing.mp4 real.mp4\n")
   out = tmp_path / "metrics.json"
-  code = evaluate.main(["--pairs", str(pairs), "--root", str(root), "--syncnet", str(expert),
+  code = command.main(["--pairs", str(pairs), "--root", str(root), "--syncnet", str(expert),
                         "--synthetic", "--out", str(out)])
   printed = capsys.readouterr()
   assert code == 1 and "FAILED" in printed.err and "missing.mp4" in printed.err
-  assert "LSE-D" in printed.out and "sync r" in printed.out and "mean" in printed.out
+  assert "Wav2Lip-expert LSE-D" in printed.out and "sync r" in printed.out
+  assert "| pairs | 3 | 1 |" in printed.out and "skipped" in printed.out
   report = json.loads(out.read_text())
-  real, noisy, dubbed = report["videos"]
-  assert len(report["failures"]) == 1
+  real, noisy, dubbed, missing = report["videos"]
+  assert report["failures"] == [missing] and "missing.mp4" in missing["error"]
   assert real["psnr"] == 100.0 and real["ssim"] == pytest.approx(1.0)
   assert 15 < noisy["psnr"] < 40 and noisy["ssim"] < 0.9
   assert "psnr" not in dubbed  # no reference given
   for r in (real, noisy, dubbed):
-    assert r["frames"] == 40 and r["sync_windows"] == 35 and -15 <= r["offset"] <= 15
-    assert np.isfinite(r["lse_d"]) and np.isfinite(r["lse_c"])
+    assert r["frames"] == 40 and -15 <= r["wav2lip_expert_offset"] <= 15
+    assert np.isfinite(r["wav2lip_expert_lse_d"]) and np.isfinite(r["wav2lip_expert_lse_c"])
+    assert "lse_d" not in r   # the published LSE needs --syncnet_v2
   # The synthetic score tells the true speech from another clip's.
   assert real["sync_r"] > 0.9 and dubbed["sync_r"] < 0.5
-  assert report["mean"]["psnr"] == pytest.approx((real["psnr"] + noisy["psnr"]) / 2)
+  row = report["summary"][0]
+  assert row["psnr"] == pytest.approx((real["psnr"] + noisy["psnr"]) / 2)
+  assert row["skipped"] == {"lse": "--syncnet_v2 syncnet_v2.model",
+                            "fid": "--fid_weights pt_inception-2015-12-05-6726825d.pth"}
 
 
 def test_full_frame_region_and_missing_expert(videos, tmp_path, capsys):
   root, _ = videos
-  code = evaluate.main(["--generated", str(root / "noisy.mp4"), "--reference",
-                        str(root / "real.mp4"), "--region", "full"])
-  assert code == 0 and "noisy.mp4" in capsys.readouterr().out
-  assert evaluate.main(["--generated", str(root / "real.mp4"), "--syncnet",
+  code = command.main(["--generated", str(root / "noisy.mp4"), "--reference",
+                       str(root / "real.mp4"), "--region", "full", "--out",
+                       str(tmp_path / "r.json")])
+  assert code == 0 and "1 evaluated, 0 failed" in capsys.readouterr().out
+  assert json.loads((tmp_path / "r.json").read_text())["videos"][0]["generated"].endswith(
+      "noisy.mp4")
+  assert command.main(["--generated", str(root / "real.mp4"), "--syncnet",
                         str(tmp_path / "nope")]) == 1
   assert "nope" in capsys.readouterr().err

@@ -62,9 +62,10 @@ class InceptionFeatures(batching.BatchedNetwork):
   (jitted once per batch shape and last block for the whole process, see `batching`)."""
 
   def __init__(self, weights: str | os.PathLike | Mapping[str, Any],
-               batch_size: int = BATCH_SIZE):
-    """weights: `pt_inception-2015-12-05-6726825d.pth` or converted variables."""
-    super().__init__(weights, load_inception_variables, batch_size)
+               batch_size: int = BATCH_SIZE, **placement: Any):
+    """weights: `pt_inception-2015-12-05-6726825d.pth` or converted variables;
+    placement: `devices`, `fixed_batch` (see `batching.BatchedNetwork`)."""
+    super().__init__(weights, load_inception_variables, batch_size, **placement)
 
   def all_blocks(self, images_uint8: np.ndarray, last_block: int = 3) -> dict[int, np.ndarray]:
     """`{dims: [N, dims] float32}` for the blocks 0..last_block of one forward pass."""
@@ -73,7 +74,8 @@ class InceptionFeatures(batching.BatchedNetwork):
     images = _check_images(images_uint8)
     out: list[list[np.ndarray]] = [[] for _ in range(last_block + 1)]
     for indices, valid in self.batches(len(images)):
-      for block, features in enumerate(_features(self.variables, images[indices], last_block)):
+      for block, features in enumerate(_features(self.variables, self.place(images[indices]),
+                                                    last_block)):
         out[block].append(np.asarray(features)[:valid])
     return {BLOCK_DIMS[b]: np.concatenate(f).astype(np.float32) for b, f in enumerate(out)}
 

@@ -82,12 +82,13 @@ class SyncNetV2Scorer(batching.BatchedNetwork):
   (jitted once per batch shape for the whole process, see `batching`)."""
 
   def __init__(self, weights: str | os.PathLike | Mapping[str, Any],
-               batch_size: int = BATCH_SIZE):
-    """weights: a `syncnet_v2.model` file or converted `{"params", "batch_stats"}`."""
-    super().__init__(weights, load_syncnet_v2_variables, batch_size)
+               batch_size: int = BATCH_SIZE, **placement: Any):
+    """weights: a `syncnet_v2.model` file or converted `{"params", "batch_stats"}`;
+    placement: `devices`, `fixed_batch` (see `batching.BatchedNetwork`)."""
+    super().__init__(weights, load_syncnet_v2_variables, batch_size, **placement)
 
   def _batched(self, fn, make_batch, count: int) -> np.ndarray:
-    out = [np.asarray(fn(self.variables, make_batch(indices)))[:valid]
+    out = [np.asarray(fn(self.variables, self.place(make_batch(indices))))[:valid]
            for indices, valid in self.batches(count)]
     return np.concatenate(out).astype(np.float32)
 
