@@ -198,18 +198,27 @@ def run(input_path: str, out_dir: str, options: PrepareOptions = PrepareOptions(
 
   ``pipeline_args``: Beam pipeline options as command-line words (``["--runner", ...]``).
   """
-  beam = import_beam()
-  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+  import_beam()
   manifest, jobs, summary = start(input_path, out_dir, options, clips_per_shard=clips_per_shard,
                                   format=format, root=root, video_ext=video_ext,
                                   retry_failed=retry_failed)
-  if jobs:
-    side_dir = os.path.join(out_dir, SIDECAR_DIR)
-    os.makedirs(side_dir, exist_ok=True)
-    jobs_file = os.path.join(side_dir, f"jobs-r{manifest.data['runs'] - 1:03d}.jsonl")
-    atomic_write(jobs_file, "".join(json.dumps(job, ensure_ascii=False) + "\n" for job in jobs))
-    with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as pipeline:
-      build_pipeline(pipeline, jobs_file, options, out_dir, format)
+  execute(jobs, out_dir, options, format, run_number=manifest.data["runs"] - 1,
+          pipeline_args=pipeline_args)
   adopted = finish(out_dir, manifest, options)
   summary.update({k: v for k, v in adopted.items() if k != "decisions"})
   return summary
+
+
+def execute(jobs: list[tuple[str, str, str]], out_dir: str, options: PrepareOptions,
+            format: str, run_number: int, pipeline_args: Iterable[str] = ()) -> None:  # pylint: disable=redefined-builtin
+  """Runs the pipeline over ``jobs`` (from :func:`start`); leaves shards and sidecars."""
+  if not jobs:
+    return
+  beam = import_beam()
+  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+  side_dir = os.path.join(out_dir, SIDECAR_DIR)
+  os.makedirs(side_dir, exist_ok=True)
+  jobs_file = os.path.join(side_dir, f"jobs-r{run_number:03d}.jsonl")
+  atomic_write(jobs_file, "".join(json.dumps(job, ensure_ascii=False) + "\n" for job in jobs))
+  with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as pipeline:
+    build_pipeline(pipeline, jobs_file, options, out_dir, format)

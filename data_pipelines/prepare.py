@@ -271,8 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "video_ext": args.video_ext, "retry_failed": args.retry_failed}
   if args.engine == "beam":
     from data_pipelines import beam_prepare  # pylint: disable=import-outside-toplevel
-    summary = beam_prepare.run(args.input, args.out_dir, options, pipeline_args=pipeline_args,
-                               **common)
+    try:
+      summary = beam_prepare.run(args.input, args.out_dir, options, pipeline_args=pipeline_args,
+                                 **common)
+    except beam_prepare.BeamUnavailableError as error:
+      parser.exit(2, f"error: {error}\n")
   else:
     summary = prepare(args.input, args.out_dir, options, num_workers=args.num_workers,
                       progress=not args.quiet, **common)
