@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
   add("--format", choices=sorted(shards.FORMATS), default="tfrecord", help="shard file format")
   add("--clips_per_shard", type=int, default=256, help="records per shard file")
   add("--num_workers", type=int, default=max(1, (os.cpu_count() or 1) - 1),
-      help="worker processes (0: run in this process)")
+      help="local engine: worker processes (0: run in this process)")
   add("--retry_failed", action="store_true", help="retry clips listed as failed by earlier runs")
   add("--quiet", action="store_true", help="no progress bar")
   add("--engine", choices=("local", "beam"), default="local", help="local: worker processes on "

@@ -10,7 +10,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from data_pipelines import audio, prepare, shards, synthetic, video_io
+from data_pipelines import audio, curation, prepare, shards, synthetic, video_io
 from tests.test_beam_prepare import IN_MEMORY, raw_records
 
 PER_FRAME = 640   # 16 kHz / 25 fps
@@ -96,8 +96,14 @@ def test_beam_engine_curates_the_same(curation_inputs, curated, tmp_path):
 
 
 def test_curation_needs_sync_weights_or_no_sync(curation_inputs, tmp_path):
+  options = prepare.PrepareOptions(curation=curation.CurationConfig())
   with pytest.raises(FileNotFoundError, match="--sync_weights"):
-    prepare.main(["--input", str(curation_inputs), "--out_dir", str(tmp_path), "--curate"])
+    prepare.prepare(str(curation_inputs), str(tmp_path), options)
+  expert = prepare.PrepareOptions(curation=curation.CurationConfig(), sync_measurer="expert",
+                                  sync_weights=str(curation_inputs / "lead.mp4"))
+  with pytest.raises(ValueError, match="--curate_min_confidence"):
+    prepare.prepare(str(curation_inputs), str(tmp_path), expert)
+  assert not list(tmp_path.iterdir())  # nothing written before the settings are checked
   assert prepare.main(["--input", str(curation_inputs), "--out_dir", str(tmp_path / "o"),
                        "--curate", "--no-curate_sync", "--curate_scenes", "drop",
                        "--num_workers", "0", "--quiet"]) == 0
