@@ -30,6 +30,20 @@ Policies (each skipped clip gets a line in ``failures.jsonl``; one bad file neve
     boxes filled from neighbouring frames (``--no_face nearest|interpolate``).
   * duplicate clip ids (same path with two extensions): the later ones are skipped.
 
+Curation (``--curate``, off by default; ``data_pipelines.curation``): each clip is decoded whole,
+scene cuts split it into shots (``<id>#<shot>`` records) or drop it, shots with small, missing or
+low-scoring faces are dropped, SyncNet (``--sync_measurer``, user-supplied ``--sync_weights``)
+measures the audio-video offset and confidence: shots under the confidence threshold are dropped,
+the audio of the others is delayed by the offset before the mel is computed. A clip without a
+kept shot is listed in ``failures.jsonl`` ("dropped by curation: ..."). ``OUT/curation/`` gets
+the report: ``summary.json``/``.txt`` (counts per reason), ``offset.png``, ``confidence.png``,
+``face_size.png`` (histograms), ``dropped.csv`` and ``decisions.jsonl`` (all runs so far).
+
+Engines: ``--engine local`` (default, ``--num_workers`` processes) or ``--engine beam``
+(``data_pipelines.beam_prepare``; same per-clip code, same shards and manifest; other flags go
+to Beam: ``--runner DataflowRunner ...``; locally ``--direct_running_mode multi_processing
+--direct_num_workers N``).
+
 Resuming: re-running with the same ``--out_dir`` skips every clip listed in the manifest (written
 or failed; ``--retry_failed`` retries the failed ones). Clips whose shard was not finished
 (crash, Ctrl-C) are not in the manifest and are processed again; leftover ``.tmp-*`` files are
@@ -38,143 +52,36 @@ removed. The settings that shape records (size, fps, crop, format) must match th
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import functools
 import json
 import multiprocessing
 import os
 import sys
 from collections.abc import Iterator, Sequence
 
-import numpy as np
+from data_pipelines import curation, face_crops, shards
+from data_pipelines.clip_work import (WAV2LIP_PADS, ClipResult, ClipSkipped, ClipWorker,
+                                      PrepareOptions, check_options, process_video)
+from data_pipelines.prepare_outputs import (FAILURES, MANIFEST, VIDEO_EXTENSIONS, Manifest,
+                                            find_videos, pending_jobs, remove_temp_files,
+                                            update_curation_report)
 
-from data_pipelines import face_crops, shards
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".flv", ".m4v", ".mpg", ".mpeg")
-MANIFEST = "manifest.json"
-FAILURES = "failures.jsonl"
-WAV2LIP_PADS = (0, 10, 0, 0)  # the s3fd pads of Wav2Lip's preprocessing (keeps the chin)
-
-
-class ClipSkipped(ValueError):
-  """A clip that is readable but unsuitable (silent, too short)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PrepareOptions:
-  """How each clip is turned into a record (see ``--help`` for the meaning of each field).
-
-  ``crop`` is the shared face-crop specification (``face_crops.CropSpec``: kind, box, pads,
-  smoothing, no-face policy); ``s3fd_weights`` the detector checkpoint for kind "s3fd".
-  """
-  crop: face_crops.CropSpec = face_crops.CropSpec("voxceleb2", pads=WAV2LIP_PADS)
-  s3fd_weights: str | None = None
-  image_size: int = 128
-  fps: float = 25.0
-  window: int = 5
-  jpeg_quality: int = shards.JPEG_QUALITY
-  keep_silent: bool = False
-  silence_dbfs: float = -60.0
-
-  def record_settings(self) -> dict:
-    """Settings that must agree between runs writing into one output directory."""
-    return {"image_size": self.image_size, "fps": self.fps, "crop": self.crop.kind,
-            "box": list(self.crop.box) if self.crop.box else None}
-
-
-def find_videos(input_path: str, root: str | None = None,
-                video_ext: str = ".mp4") -> list[tuple[str, str]]:
-  """``(path, clip_id)`` of every video under a directory or listed in a filelist, sorted."""
-  if os.path.isdir(input_path):
-    found = []
-    for folder, subfolders, names in os.walk(input_path):
-      subfolders.sort()
-      for name in sorted(names):
-        if name.lower().endswith(VIDEO_EXTENSIONS) and not name.startswith("."):
-          path = os.path.join(folder, name)
-          found.append((path, _clip_id(os.path.relpath(path, input_path))))
-    return found
-  if not os.path.isfile(input_path):
-    raise FileNotFoundError(f"--input {input_path!r} is neither a directory nor a filelist")
-  base = root if root is not None else os.path.dirname(os.path.abspath(input_path))
-  found = []
-  with open(input_path, encoding="utf-8") as lines:
-    for line in lines:
-      line = line.strip()
-      if not line or line.startswith("#"):
-        continue
-      entry = line if os.path.isfile(os.path.join(base, line)) else line.split()[0]
-      if not os.path.splitext(entry)[1]:
-        entry += video_ext
-      found.append((os.path.join(base, entry), _clip_id(entry)))
-  return found
-
-
-def _clip_id(relative_path: str) -> str:
-  return os.path.splitext(relative_path)[0].replace(os.sep, "/")
-
-
-def process_video(path: str, clip_id: str, options: PrepareOptions, detector=None) -> bytes:
-  """One video -> serialized clip record. Raises with a specific message when it cannot be used."""
-  from data_pipelines import audio, crops, video_io  # pylint: disable=import-outside-toplevel
-  from data_pipelines.input_pipeline import clip_is_trainable  # pylint: disable=import-outside-toplevel
-  wav = audio.load_audio(path)
-  peak = float(np.max(np.abs(wav)))
-  if not options.keep_silent and peak <= 10 ** (options.silence_dbfs / 20):
-    peak_db = 20 * np.log10(max(peak, 1e-12))
-    raise ClipSkipped(f"silent audio (peak {peak_db:.1f} dBFS <= {options.silence_dbfs} dBFS); "
-                      "pass --keep_silent to keep silent clips")
-  mel = audio.melspectrogram(wav)
-  spec, per_frame_boxes = options.crop, None
-  if spec.needs_detector:  # a first pass over the video finds the faces
-    detections, frame_size = [], None
-    for chunk in video_io.iter_video_chunks(path, fps=options.fps):
-      detections.extend(detector.detect(chunk, batch_size=spec.detector_batch_size))
-      frame_size = chunk.shape[1:3]
-    per_frame_boxes = face_crops.frame_boxes(spec, frame_size, len(detections), detections)
-  frames_jpeg, boxes = [], []
-  for chunk in video_io.iter_video_chunks(path, fps=options.fps):
-    if per_frame_boxes is not None:
-      chunk_boxes = per_frame_boxes[len(boxes):len(boxes) + len(chunk)]
-    else:
-      chunk_boxes = face_crops.frame_boxes(spec, chunk.shape[1:3], len(chunk))
-    pixels = crops.crop_uint8(chunk, chunk_boxes, size=options.image_size)
-    frames_jpeg.extend(shards.encode_jpeg(frame, options.jpeg_quality) for frame in pixels)
-    boxes.extend(chunk_boxes)
-  if not clip_is_trainable(len(frames_jpeg), mel.shape[0], options.fps, options.window):
-    raise ClipSkipped(f"too short: {len(frames_jpeg)} frames and {len(wav) / audio.SAMPLE_RATE:.2f}"
-                      f" s of audio; training needs a {options.window}-frame window with audio "
-                      "plus a separate reference window (>= 10 frames)")
-  record = shards.ClipRecord(clip_id=clip_id, frames_jpeg=frames_jpeg, mel=mel, fps=options.fps,
-                             boxes=np.asarray(boxes, np.float32), source=path)
-  return _serializer(options.image_size).serialize(record)
-
-
-@functools.lru_cache(maxsize=4)
-def _serializer(image_size: int) -> shards.ClipSerializer:
-  return shards.ClipSerializer(image_size)
-
+__all__ = ["FAILURES", "MANIFEST", "VIDEO_EXTENSIONS", "WAV2LIP_PADS", "ClipSkipped",
+           "Manifest", "PrepareOptions", "build_parser", "find_videos", "main", "prepare",
+           "process_video"]
 
 _WORKER: dict = {}
 
 
 def _init_worker(options: PrepareOptions) -> None:
-  _WORKER["options"] = options
-  _WORKER["detector"] = face_crops.load_detector(options.crop, options.s3fd_weights)
+  _WORKER["worker"] = ClipWorker(options)
 
 
-def _run_job(job: tuple[str, str]) -> tuple[str, str, bytes | None, str | None]:
-  """(path, clip_id) -> (path, clip_id, record or None, failure reason or None)."""
-  path, clip_id = job
-  try:
-    return path, clip_id, process_video(path, clip_id, _WORKER["options"], _WORKER["detector"]), None
-  except Exception as error:  # any failure of one clip is recorded, never fatal to the run
-    reason = f"{type(error).__name__}: {error}".replace("\n", " ")
-    return path, clip_id, None, reason
+def _run_job(job: tuple[str, str]) -> ClipResult:
+  return _WORKER["worker"].process(*job)
 
 
 def _map_jobs(jobs: list[tuple[str, str]], options: PrepareOptions,
-              num_workers: int) -> Iterator[tuple[str, str, bytes | None, str | None]]:
+              num_workers: int) -> Iterator[ClipResult]:
   if num_workers <= 0:
     _init_worker(options)
     yield from map(_run_job, jobs)
@@ -184,118 +91,63 @@ def _map_jobs(jobs: list[tuple[str, str]], options: PrepareOptions,
     yield from pool.imap(_run_job, jobs, chunksize=1)
 
 
-class Manifest:
-  """``manifest.json`` + ``failures.jsonl`` of an output directory, rewritten atomically."""
-
-  def __init__(self, out_dir: str, settings: dict, retry_failed: bool = False):
-    self.out_dir = out_dir
-    self.path = os.path.join(out_dir, MANIFEST)
-    self.data = {"version": 1, "settings": settings, "runs": 0, "shards": {}, "failed": {}}
-    if os.path.exists(self.path):
-      with open(self.path, encoding="utf-8") as f:
-        self.data = json.load(f)
-      if self.data["settings"] != settings:
-        raise ValueError(f"{out_dir} was prepared with {self.data['settings']}, not {settings}; "
-                         "use another --out_dir or the same settings")
-    missing = [name for name in self.data["shards"]
-               if not os.path.exists(os.path.join(out_dir, name))]
-    for name in missing:  # a deleted shard's clips are simply processed again
-      print(f"warning: shard {name} listed in {MANIFEST} is missing; its clips will be redone",
-            file=sys.stderr)
-      del self.data["shards"][name]
-    if retry_failed:
-      self.data["failed"] = {}
-
-  def done_ids(self) -> set[str]:
-    written = {clip for clips in self.data["shards"].values() for clip in clips}
-    return written | set(self.data["failed"])
-
-  def add_shard(self, name: str, clip_ids: list[str]) -> None:
-    self.data["shards"][name] = clip_ids
-
-  def add_failure(self, clip_id: str, path: str, reason: str) -> None:
-    self.data["failed"][clip_id] = {"path": path, "reason": reason}
-
-  def save(self) -> None:
-    _atomic_write(self.path, json.dumps(self.data, indent=1, ensure_ascii=False))
-    lines = [json.dumps({"clip_id": clip_id, **entry}, ensure_ascii=False) + "\n"
-             for clip_id, entry in sorted(self.data["failed"].items())]
-    _atomic_write(os.path.join(self.out_dir, FAILURES), "".join(lines))
-
-
-def _atomic_write(path: str, text: str) -> None:
-  tmp = os.path.join(os.path.dirname(path), f"{shards.TMP_PREFIX}{os.getpid()}-{os.path.basename(path)}")
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def prepare(input_path: str, out_dir: str, options: PrepareOptions = PrepareOptions(), *,
             num_workers: int = 0, clips_per_shard: int = 256, format: str = "tfrecord",  # pylint: disable=redefined-builtin
             root: str | None = None, video_ext: str = ".mp4", retry_failed: bool = False,
             progress: bool = True) -> dict:
   """Processes every not-yet-finished video into shards; returns a summary dict (see module doc)."""
-  if options.crop.needs_detector and not (options.s3fd_weights
-                                          and os.path.isfile(options.s3fd_weights)):
-    raise FileNotFoundError(f"--crop s3fd needs --s3fd_weights FILE (got {options.s3fd_weights!r}); "
-                            "supply the S3FD checkpoint (e.g. Wav2Lip's s3fd.pth) yourself")
+  check_options(options)
   os.makedirs(out_dir, exist_ok=True)
-  for name in os.listdir(out_dir):
-    if name.startswith(shards.TMP_PREFIX):  # leftovers of an interrupted run
-      os.remove(os.path.join(out_dir, name))
+  remove_temp_files(out_dir)
   manifest = Manifest(out_dir, {**options.record_settings(), "format": format}, retry_failed)
-  done = manifest.done_ids()
-  jobs, seen = [], set()
-  for path, clip_id in find_videos(input_path, root, video_ext):
-    if clip_id in seen:
-      manifest.add_failure(clip_id, path, "duplicate clip id: another input has the same path "
-                           "without extension; rename one of them")
-      continue
-    seen.add(clip_id)
-    if clip_id not in done:
-      jobs.append((path, clip_id))
+  jobs, seen, done = pending_jobs(manifest, input_path, root, video_ext)
   run = manifest.data["runs"]
   manifest.data["runs"] = run + 1
   summary = {"videos": len(seen), "already_done": len(seen & done), "written": 0, "failed": 0,
              "shards": []}
-  serializer = shards.ClipSerializer(options.image_size)
-  serializer.save_features(out_dir)
-  writer, shard_clips = None, []
+  shards.ClipSerializer(options.image_size).save_features(out_dir)
+  state = {"writer": None, "records": [], "inputs": []}
+  decisions = []
 
   def finish_shard():
-    nonlocal writer, shard_clips
-    if writer is not None:
-      manifest.add_shard(os.path.basename(writer.close()), shard_clips)
-      summary["shards"].append(writer.path)
+    if state["writer"] is not None:
+      manifest.add_shard(os.path.basename(state["writer"].close()), state["records"],
+                         state["inputs"])
+      summary["shards"].append(state["writer"].path)
       manifest.save()
-    writer, shard_clips = None, []
+    state.update(writer=None, records=[], inputs=[])
 
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   bar = tqdm(total=len(jobs), unit="clip", desc="prepare", disable=not progress)
   try:
-    for path, clip_id, record, reason in _map_jobs(jobs, options, num_workers):
-      if record is None:
-        manifest.add_failure(clip_id, path, reason)
+    for result in _map_jobs(jobs, options, num_workers):
+      if result.decision is not None:
+        decisions.append(result.decision)
+      if not result.records:
+        manifest.add_failure(result.clip_id, result.path, result.failure)
         summary["failed"] += 1
       else:
-        if writer is None:
+        if state["writer"] is None:
           name = f"clips-r{run:03d}-{len(summary['shards']):05d}{shards.FORMATS[format]}"
-          writer = shards.ShardWriter(os.path.join(out_dir, name), format)
-        writer.write(record)
-        shard_clips.append(clip_id)
-        summary["written"] += 1
-        if len(shard_clips) >= clips_per_shard:
+          state["writer"] = shards.ShardWriter(os.path.join(out_dir, name), format)
+        for record_id, record in result.records:  # all shots of a clip go into one shard
+          state["writer"].write(record)
+          state["records"].append(record_id)
+        state["inputs"].append(result.clip_id)
+        summary["written"] += len(result.records)
+        if len(state["records"]) >= clips_per_shard:
           finish_shard()
       bar.update(1)
       bar.set_postfix(written=summary["written"], failed=summary["failed"])
     finish_shard()
   finally:
     bar.close()
-    if writer is not None:  # interrupted: the partial shard's clips are redone next time
-      writer.abort()
+    if state["writer"] is not None:  # interrupted: the partial shard's clips are redone next time
+      state["writer"].abort()
     manifest.save()
+    if options.curation is not None:
+      summary["curation"] = update_curation_report(out_dir, decisions, options.curation,
+                                                   options.confidence_threshold())["reasons"]
   return summary
 
 
@@ -341,31 +193,92 @@ def build_parser() -> argparse.ArgumentParser:
   add("--format", choices=sorted(shards.FORMATS), default="tfrecord", help="shard file format")
   add("--clips_per_shard", type=int, default=256, help="records per shard file")
   add("--num_workers", type=int, default=max(1, (os.cpu_count() or 1) - 1),
-      help="worker processes (0: run in this process)")
+      help="local engine: worker processes (0: run in this process)")
   add("--retry_failed", action="store_true", help="retry clips listed as failed by earlier runs")
   add("--quiet", action="store_true", help="no progress bar")
+  add("--engine", choices=("local", "beam"), default="local", help="local: worker processes on "
+      "this machine; beam: an Apache Beam pipeline (pip install 'diff2lip-jax[beam]'); unknown "
+      "flags such as --runner, --direct_running_mode go to Beam's PipelineOptions")
+  _add_curation_flags(parser)
   return parser
+
+
+def _add_curation_flags(parser: argparse.ArgumentParser) -> None:
+  group = parser.add_argument_group("curation (data_pipelines.curation; off unless --curate)")
+  add, toggle = group.add_argument, argparse.BooleanOptionalAction
+  add("--curate", action="store_true", help="curate every clip; report in OUT/curation/")
+  add("--curate_scenes", choices=("split", "drop", "off"), default="split",
+      help="scene cuts split a clip into shots, drop the clip, or are not looked for")
+  add("--curate_min_frames", type=int, default=25, help="shots shorter than this many frames "
+      "(after the audio shift) are dropped")
+  add("--curate_faces", action=toggle, default=True, help="face-size / detection-score filters")
+  add("--curate_min_face_size", type=float, default=64.0, help="drop shots whose median face "
+      "box side is under this many pixels")
+  add("--curate_max_missing", type=float, default=0.2, help="drop shots with more than this "
+      "fraction of frames without a face")
+  add("--curate_min_score", type=float, default=0.0, help="drop shots whose mean detection "
+      "score is under this (needs --crop s3fd for scores)")
+  add("--curate_min_frame_score", type=float, default=0.0, help="drop shots with a frame whose "
+      "detection score is under this")
+  add("--curate_sync", action=toggle, default=True, help="measure the audio-video offset and "
+      "confidence with SyncNet (needs --sync_weights)")
+  add("--curate_shift_audio", action=toggle, default=True, help="delay the audio by the "
+      "measured offset (frames left without a partner are cut)")
+  add("--curate_min_confidence", type=float, default=None, help="drop shots under this sync "
+      "confidence (default: the measurer's, 3.0 for syncnet_v2)")
+  add("--curate_max_offset", type=int, default=15, help="drop shots whose |offset| is larger")
+  add("--curate_vshift", type=int, default=15, help="offsets searched: -vshift..vshift frames")
+  add("--sync_measurer", choices=curation.sync.MEASURERS, default="syncnet_v2",
+      help="syncnet_v2: syncnet_python's network; expert: Wav2Lip's lipsync_expert.pth or a "
+      "train_syncnet workdir; synthetic: synthetic test videos only")
+  add("--sync_weights", default=None, help="SyncNet weights for --sync_measurer (user-supplied)")
+
+
+def _curation_config(args: argparse.Namespace) -> curation.CurationConfig | None:
+  if not args.curate:
+    return None
+  return curation.CurationConfig(
+      scene_detection=args.curate_scenes != "off",
+      scene_policy="split" if args.curate_scenes == "off" else args.curate_scenes,
+      min_frames=args.curate_min_frames, face_filter=args.curate_faces,
+      min_face_size=args.curate_min_face_size, max_missing_fraction=args.curate_max_missing,
+      min_mean_score=args.curate_min_score, min_frame_score=args.curate_min_frame_score,
+      sync=args.curate_sync, vshift=args.curate_vshift,
+      min_confidence=args.curate_min_confidence, max_abs_offset=args.curate_max_offset,
+      shift_audio=args.curate_shift_audio, fps=args.fps)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
-  args = parser.parse_args(argv)
+  args, pipeline_args = parser.parse_known_args(argv)
+  if pipeline_args and args.engine != "beam":
+    parser.error(f"unrecognized arguments: {' '.join(pipeline_args)}")
   if args.crop == "box" and args.box is None:
     parser.error("--crop box needs --box x1,y1,x2,y2")
   try:
     crop = face_crops.CropSpec(args.crop, box=args.box if args.crop == "box" else None,
                                pads=args.pads, smooth_window=args.smooth_window,
                                no_face=args.no_face)
-  except face_crops.CropError as error:
+    curation_config = _curation_config(args)
+  except (face_crops.CropError, ValueError) as error:
     parser.error(str(error))
   options = PrepareOptions(
       crop=crop, s3fd_weights=args.s3fd_weights, image_size=args.size, fps=args.fps,
       window=args.window, jpeg_quality=args.jpeg_quality, keep_silent=args.keep_silent,
-      silence_dbfs=args.silence_dbfs)
-  summary = prepare(args.input, args.out_dir, options, num_workers=args.num_workers,
-                    clips_per_shard=args.clips_per_shard, format=args.format, root=args.root,
-                    video_ext=args.video_ext, retry_failed=args.retry_failed,
-                    progress=not args.quiet)
+      silence_dbfs=args.silence_dbfs, curation=curation_config,
+      sync_measurer=args.sync_measurer, sync_weights=args.sync_weights)
+  common = {"clips_per_shard": args.clips_per_shard, "format": args.format, "root": args.root,
+            "video_ext": args.video_ext, "retry_failed": args.retry_failed}
+  if args.engine == "beam":
+    from data_pipelines import beam_prepare  # pylint: disable=import-outside-toplevel
+    try:
+      summary = beam_prepare.run(args.input, args.out_dir, options, pipeline_args=pipeline_args,
+                                 **common)
+    except beam_prepare.BeamUnavailableError as error:
+      parser.exit(2, f"error: {error}\n")
+  else:
+    summary = prepare(args.input, args.out_dir, options, num_workers=args.num_workers,
+                      progress=not args.quiet, **common)
   print(json.dumps(summary, ensure_ascii=False))
   return 0
 
