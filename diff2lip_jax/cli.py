@@ -21,6 +21,7 @@ import os
 import pathlib
 import signal
 import sys
+import threading
 from typing import Any, Callable
 
 import ml_collections
@@ -41,6 +42,7 @@ RENAMED_FIELDS = {
     "data.synthetic_min_frames": "data.min_frames",
     "data.synthetic_max_frames": "data.max_frames",
     "data.synthetic": "data.synthetic_clips"}  # synthetic data now: data.shards left empty
+DISTRIBUTED_GRACE_S = 30  # XLA's own connect timeout fires this much after ours
 QUIET_LOGGERS = ("absl", "jax", "orbax", "grain", "etils", "tensorflow", "tensorboardX", "PIL")
 
 
@@ -278,26 +280,32 @@ def start_training(argv: list[str], prog: str, description: str, default_config:
 
 def init_distributed(args: argparse.Namespace) -> bool:
   """``jax.distributed.initialize`` when asked for by flag or ``DIFF2LIP_DISTRIBUTED=1``;
-  returns whether it was. Not reaching the coordinator (or not all processes joining) within
-  ``--distributed_timeout`` seconds is a ConnectionError naming the address."""
+  returns whether it was. When not every process joined the coordinator within
+  ``--distributed_timeout`` seconds, prints one ``error:`` line naming the address and exits
+  with status 1 (XLA's own timeout aborts the process with a C++ stack trace instead)."""
   if not (args.distributed or os.environ.get("DIFF2LIP_DISTRIBUTED") == "1"):
     return False
   import jax
   timeout = int(getattr(args, "distributed_timeout", 300))
+  message = (f"process {args.process_id} of {args.num_processes} could not join the run at "
+             f"coordinator {args.coordinator_address} within --distributed_timeout={timeout} s: "
+             "start every process (process 0 runs the coordinator) with the same "
+             "--coordinator_address and --num_processes")
+  watchdog = threading.Timer(timeout, _give_up, args=(message,))
+  watchdog.daemon = True
+  watchdog.start()
   try:
     jax.distributed.initialize(coordinator_address=args.coordinator_address,
                                num_processes=args.num_processes, process_id=args.process_id,
-                               initialization_timeout=timeout)
-  except Exception as error:  # pylint: disable=broad-except  (XLA raises its own types)
-    if isinstance(error, ValueError):  # bad flags: JAX's message says which
-      raise
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-    raise ConnectionError(
-        f"process {args.process_id} of {args.num_processes} could not join the run at "
-        f"coordinator {args.coordinator_address} within --distributed_timeout={timeout} s: "
-        "start every process (process 0 runs the coordinator) with the same "
-        f"--coordinator_address and --num_processes ({first})") from None
+                               initialization_timeout=timeout + DISTRIBUTED_GRACE_S)
+  finally:
+    watchdog.cancel()
   return True
+
+
+def _give_up(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  os._exit(1)  # the main thread is blocked inside XLA's connect call
 
 
 def setup_logging(verbose: bool = False) -> None:
