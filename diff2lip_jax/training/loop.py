@@ -116,6 +116,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   mesh = sharding.create_mesh(config)
   sharding.check_batch_divisible(int(config.train.batch_size), mesh)
   state, state_sharding, disc_model = _initial_state(config, model, mesh)
+  multihost.barrier("state created")  # the manager's barriers time out; this one waits
   manager = checkpoints.training_manager(workdir, config)
   # The state restores onto this mesh whatever topology saved it; the data position follows
   # from the step (one batch per step, the same global batches for any host count), so the
@@ -157,6 +158,8 @@ def _samples(run: Run, step: int, demo_video: bool = False) -> None:
   params = multihost.host_local_copy(inference_params(run.state, run.config))
   if jax.process_index() == 0:
     run.logger.samples(step, params, demo_video=demo_video)
+  # The others wait here rather than in a collective or exit's shutdown, which time out.
+  multihost.barrier(f"samples {step}")
 
 
 def run_steps(run: Run, end_step: int, stop: Any = None) -> tuple[int, bool]:

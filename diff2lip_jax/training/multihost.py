@@ -19,6 +19,15 @@ def _gather(values: np.ndarray) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(values))
 
 
+def barrier(name: str) -> None:
+  """Waits, without a time limit, until every process got here (a device collective: call it
+  only where no other thread runs collectives). Orbax's own barriers give up after 300 s,
+  less than one host's compile may lag behind another's on a busy machine."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)
+
+
 def any_process(flag: bool) -> bool:
   """True on every process when ``flag`` is True on at least one (e.g. a SIGTERM that reached
   only one host: all then stop at the same step)."""
