@@ -4,24 +4,27 @@
 only in their per-example sampler (a :class:`SkippingRecordSampler` subclass) and in an optional
 batch map; the rest is built here::
 
-  find_shard_files -> open_data_source -> this host's records -> ground-truth shapes  (open_host_records)
-  range(records).repeat(num_epochs) -> EpochOrder -> random_map(sampler) -> ReadOptions
-    -> batch -> mp_prefetch (worker_count > 0) -> batch_map -> ThreadPrefetch          (build_batches)
+  find_shard_files -> open_data_source -> records -> ground-truth shapes          (open_host_records)
+  this host's positions of the global example stream -> EpochOrder -> sampler -> ReadOptions
+    -> batch -> mp_prefetch (worker_count > 0) -> batch_map -> ThreadPrefetch    (build_batches)
 
-Randomness comes only from ``seed``: the record order is a permutation drawn per epoch from
-(seed, epoch) (:class:`EpochOrder`), and each example's choices use the generator Grain derives
-from (seed + 1, element index), so a run is reproducible and a restored :class:`TrainIterator`
-continues exactly where the saved one was. With ``worker_count > 0`` each worker batches its own
-slice of the example stream, so the batches differ from ``worker_count=0`` (same examples, other
-grouping); keep ``worker_count`` fixed when restoring. Batch arrays may be ``SharedMemoryArray``
-(an ``np.ndarray`` subclass) when workers are used.
-
-Hosts: records are split ``records[shard_index::shard_count]`` (default
-``jax.process_index()/process_count()``), so hosts read disjoint clips.
+One global example stream, the same for any number of hosts: position ``p = 0, 1, 2, ...``
+is example ``sampler(record, rng)`` of record ``EpochOrder(records, seed)(p)`` (a permutation
+drawn per epoch from (seed, epoch)) with the generator :func:`element_rng` ``(seed + 1, p)``. Global batch
+``b`` is positions ``[b * G, (b + 1) * G)`` (``G = hosts * batch_size``) and host ``h`` loads
+its contiguous block ``[b * G + h * batch_size, ...)`` of it, the rows its devices hold in a
+batch sharded over a mesh of ``jax.devices()``. So the global batches do not depend on the
+host count, a run is reproducible, and a run resumed on another topology continues the same
+stream: ``start_batch`` (batches this host already consumed = the training step) positions the
+stream, and a restored :class:`TrainIterator` continues exactly where the saved one was (same
+host count). With ``worker_count > 0`` each worker batches its own slice of this host's
+examples, so the batches differ from ``worker_count=0`` (same examples, other grouping); keep
+``worker_count`` fixed when resuming. Batch arrays may be ``SharedMemoryArray`` (an
+``np.ndarray`` subclass) when workers are used.
 
 Corrupt records (CRC mismatch, unparsable Example, undecodable JPEG) and clips the sampler cannot
-use (:class:`UnusableClipError`) are skipped: the example is drawn from another record of this
-host, chosen by the same generator (so still deterministic), and ``skipped_records`` counts the
+use (:class:`UnusableClipError`) are skipped: the example is drawn from another record, chosen by
+the same generator (so still deterministic), and ``skipped_records`` counts the
 records skipped for it. :class:`TrainIterator` sums that into ``skipped_records`` (saved with its
 state); a warning names each skipped record. More than ``max_skips_per_example`` in a row is an
 error.
@@ -86,14 +89,14 @@ class SkippingRecordSampler:
   """``(record_index, rng) -> example`` that replaces corrupt or unusable records.
 
   Subclasses implement ``example(index, parsed_clip, rng)``; a record that fails is replaced
-  by another record of this host drawn with the same generator, so the stream stays
-  deterministic.
+  by another of ``records`` (the same on every host) drawn with the same generator, so the
+  stream stays deterministic and independent of the host count.
   """
 
-  def __init__(self, source, local_records: np.ndarray, image_size: int, max_skips: int,
+  def __init__(self, source, records: np.ndarray, image_size: int, max_skips: int,
                ground_truth_shapes: dict[str, tuple]):
     self.source = source
-    self.local_records = np.asarray(local_records, np.int64)
+    self.records = np.asarray(records, np.int64)
     self.image_size = image_size
     self.max_skips = max_skips
     self.ground_truth_shapes = ground_truth_shapes
@@ -107,7 +110,7 @@ class SkippingRecordSampler:
         return example
       except (CorruptRecordError, UnusableClipError) as error:
         logging.warning("skipping record %d (%s): %s", index, self.source.describe(index), error)
-        index = int(self.local_records[rng.integers(len(self.local_records))])
+        index = int(self.records[rng.integers(len(self.records))])
     raise RuntimeError(f"{self.max_skips + 1} records in a row were corrupt or unusable (last: "
                        f"{self.source.describe(index)}); check the shards, e.g. re-run prepare")
 
@@ -137,18 +140,20 @@ def ground_truth_shapes(source: ConcatSource) -> dict[str, tuple]:
 
 @dataclasses.dataclass(frozen=True)
 class HostRecords:
-  """This host's part of a shard set (see :func:`open_host_records`)."""
+  """A shard set as this host reads it (see :func:`open_host_records`)."""
   files: list[str]
   source: ConcatSource
-  local_records: np.ndarray  # [N] int64 record indices this host draws examples from
+  records: np.ndarray  # [N] int64 record indices the example stream draws from (all hosts)
   ground_truth_shapes: dict[str, tuple]
+  host: int            # this host's index and the host count: which positions it loads
+  hosts: int
 
 
 def open_host_records(shards_or_dir: str | os.PathLike | Sequence[str], *, verify_checksums: bool,
                       batch_keys: Sequence[str], records: np.ndarray | None = None,
                       shard_index: int | None = None,
                       shard_count: int | None = None) -> HostRecords:
-  """Opens the shards and picks this host's records ``records[shard_index::shard_count]``.
+  """Opens the shards; every host draws from the same ``records`` (module docstring).
 
   Args:
     shards_or_dir: a directory, glob, file or list of those (``shards.find_shard_files``).
@@ -161,31 +166,70 @@ def open_host_records(shards_or_dir: str | os.PathLike | Sequence[str], *, verif
   if records.size and (records.min() < 0 or records.max() >= len(source)):
     raise ValueError(f"record indices must be in [0, {len(source)}) for {files[0]} ...")
   shard_index, shard_count = host_shard(shard_index, shard_count)
-  local_records = records[shard_index::shard_count]
-  if local_records.size == 0:
-    raise ValueError(f"host shard {shard_index}/{shard_count} gets no records: only "
-                     f"{records.size} records selected from {len(files)} files")
+  if records.size == 0:
+    raise ValueError(f"no records selected from {len(files)} files ({files[0]} ...)")
   truth_shapes = ground_truth_shapes(source)
   clashes = set(truth_shapes) & set(batch_keys)
   if clashes:
     raise ValueError(f"ground-truth arrays {sorted(clashes)} in {files[0]} clash with batch keys; "
                      "rename them when writing the shards")
-  return HostRecords(files, source, local_records, truth_shapes)
+  return HostRecords(files, source, records, truth_shapes, shard_index, shard_count)
+
+
+def element_rng(key: np.ndarray, position: int) -> np.random.Generator:
+  """The generator of stream position ``position``: Philox with ``key`` (that of
+  ``Philox(seed)``) and counter ``position``, the one Grain's ``random_map(seed=seed)`` hands
+  element ``position`` (so the streams of earlier versions are unchanged)."""
+  counter = np.array([0, 0, 0, position], np.uint64)
+  return np.random.Generator(np.random.Philox(key=key, counter=counter))
+
+
+class HostExamples:
+  """``k -> example``: this host's ``k``-th example of the global stream (module docstring)."""
+
+  def __init__(self, sampler: Callable[[int, np.random.Generator], dict[str, np.ndarray]],
+               order: EpochOrder, seed: int, batch_size: int, host: int, hosts: int):
+    self.sampler, self.order = sampler, order
+    self.key = np.random.Philox(int(seed)).state["state"]["key"]
+    self.batch_size, self.host, self.hosts = int(batch_size), int(host), int(hosts)
+
+  def position(self, k: int) -> int:
+    """The global stream position of this host's ``k``-th example."""
+    batch, offset = divmod(int(k), self.batch_size)
+    return (batch * self.hosts + self.host) * self.batch_size + offset
+
+  def __call__(self, k: int) -> dict[str, np.ndarray]:
+    position = self.position(k)
+    return self.sampler(self.order(position, None), element_rng(self.key, position))
+
+
+def host_length(total: int | None, batch_size: int, host: int, hosts: int,
+                drop_remainder: bool) -> int:
+  """How many of ``total`` global positions (None: endless) host ``host`` loads."""
+  if total is None:
+    return (2**62 // (batch_size * hosts)) * batch_size
+  full, rest = divmod(total, batch_size * hosts)
+  extra = 0 if drop_remainder else min(max(rest - host * batch_size, 0), batch_size)
+  return full * batch_size + extra
 
 
 def build_batches(sampler: Callable[[int, np.random.Generator], dict[str, np.ndarray]],
-                  local_records: np.ndarray, config: ml_collections.ConfigDict, *, seed: int,
-                  batch_size: int, batch_map: Callable[[dict], dict] | None = None
-                  ) -> grain.IterDataset:
-  """The Grain ``IterDataset`` of batches of ``sampler(record, rng)`` examples (module docstring).
+                  records: np.ndarray, config: ml_collections.ConfigDict, *, seed: int,
+                  batch_size: int, host: int = 0, hosts: int = 1, start_batch: int = 0,
+                  batch_map: Callable[[dict], dict] | None = None) -> grain.IterDataset:
+  """The Grain ``IterDataset`` of host ``host``'s batches of ``sampler(record, rng)`` examples
+  (module docstring), from its ``start_batch``-th batch on.
 
-  ``batch_map`` runs on each batch in the training process, after the worker processes.
+  ``batch_size`` is the per-host batch; ``batch_map`` runs on each batch in the training
+  process, after the worker processes.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-  dataset = grain.MapDataset.range(len(local_records)).repeat(config.num_epochs)
-  dataset = dataset.map_with_index(EpochOrder(local_records, seed, config.shuffle))
-  dataset = dataset.random_map(sampler, seed=(seed + 1) % 2**32)
+  total = None if config.num_epochs is None else len(records) * int(config.num_epochs)
+  length = host_length(total, batch_size, host, hosts, bool(config.drop_remainder))
+  examples = HostExamples(sampler, EpochOrder(records, seed, config.shuffle),
+                          (seed + 1) % 2**32, batch_size, host, hosts)
+  dataset = grain.MapDataset.range(min(start_batch * batch_size, length), length).map(examples)
   read_options = grain.ReadOptions(num_threads=config.read_threads,
                                    prefetch_buffer_size=config.prefetch_buffer_size)
   batches = dataset.to_iter_dataset(read_options).batch(batch_size,

@@ -20,8 +20,8 @@ Batch (dict of NumPy arrays, NHWC)::
   frame_index [B] i32 (j)     ref_frame_index [B] i32 (r)   skipped_records [B] i32
   <ground truth> [B, F] or [B, F, D] f32 (e.g. ``mouth_open``; NaN for a clip without it)
 
-The Grain chain around the sampler (seeded per-epoch record order, host sharding
-``records[shard_index::shard_count]``, worker processes, checkpointable :class:`TrainIterator`,
+The Grain chain around the sampler (seeded per-epoch record order, one global example stream
+of which each host loads its block of every global batch, worker processes, checkpointable :class:`TrainIterator`,
 skipping of corrupt records and of clips too short for the windows, counted in
 ``skipped_records``) is ``grain_chain``'s, shared with the SyncNet pipeline.
 """
@@ -71,9 +71,9 @@ def clip_is_trainable(num_frames: int, mel_rows: int, fps: float, window: int = 
 class ClipWindowSampler(SkippingRecordSampler):
   """Reads a clip, draws its target and reference windows, builds the arrays."""
 
-  def __init__(self, source, local_records: np.ndarray, num_frames: int, image_size: int,
+  def __init__(self, source, records: np.ndarray, num_frames: int, image_size: int,
                min_ref_distance: int, max_skips: int, ground_truth_shapes: dict[str, tuple]):
-    super().__init__(source, local_records, image_size, max_skips, ground_truth_shapes)
+    super().__init__(source, records, image_size, max_skips, ground_truth_shapes)
     self.num_frames = num_frames
     self.min_ref_distance = min_ref_distance
 
@@ -146,7 +146,8 @@ def to_model_range(images):
 def create_train_dataset(config: ml_collections.ConfigDict,
                          shards_or_dir: str | os.PathLike | Sequence[str], *, seed: int,
                          batch_size: int, shard_index: int | None = None,
-                         shard_count: int | None = None) -> grain.IterDataset:
+                         shard_count: int | None = None, start_batch: int = 0
+                         ) -> grain.IterDataset:
   """The Grain ``IterDataset`` of training batches (see :func:`create_train_iterator`)."""
   if config.image_dtype not in ("float32", "uint8"):
     raise ValueError(f"config.image_dtype must be 'float32' or 'uint8', got {config.image_dtype!r}")
@@ -154,20 +155,20 @@ def create_train_dataset(config: ml_collections.ConfigDict,
                                        batch_keys=BATCH_KEYS, shard_index=shard_index,
                                        shard_count=shard_count)
   distance = config.min_ref_distance if config.min_ref_distance is not None else config.num_frames
-  sampler = ClipWindowSampler(host.source, host.local_records, config.num_frames,
+  sampler = ClipWindowSampler(host.source, host.records, config.num_frames,
                               config.image_size, distance, config.max_skips_per_example,
                               host.ground_truth_shapes)
   return grain_chain.build_batches(
-      sampler, host.local_records, config, seed=seed, batch_size=batch_size,
-      batch_map=ImagesToModelRange() if config.image_dtype == "float32" else None)
+      sampler, host.records, config, seed=seed, batch_size=batch_size, host=host.host,
+      hosts=host.hosts, start_batch=start_batch, batch_map=ImagesToModelRange() if config.image_dtype == "float32" else None)
 
 
 def create_train_iterator(config: ml_collections.ConfigDict,
                           shards_or_dir: str | os.PathLike | Sequence[str], *, seed: int,
                           batch_size: int, num_frames: int | None = None,
                           image_size: int | None = None, worker_count: int | None = None,
-                          shard_index: int | None = None,
-                          shard_count: int | None = None) -> TrainIterator:
+                          shard_index: int | None = None, shard_count: int | None = None,
+                          start_batch: int = 0) -> TrainIterator:
   """Training batches from shard files (a directory, glob, file or list of those).
 
   Args:
@@ -175,7 +176,10 @@ def create_train_iterator(config: ml_collections.ConfigDict,
       documented in ``configs/released.py``); keyword arguments given here win.
     seed: controls clip order and every window choice.
     batch_size: per-host batch size B.
-    shard_index, shard_count: this host's slice of the records (default: JAX process index/count).
+    shard_index, shard_count: this host and the host count (default: JAX process index/count);
+      the host loads its block of every global batch of ``shard_count * batch_size``.
+    start_batch: batches of this host to skip (a resumed run's step: any host count then
+      continues the same global stream).
   Returns:
     a :class:`TrainIterator` yielding the batch dict described in the module docstring.
   """
@@ -186,5 +190,5 @@ def create_train_iterator(config: ml_collections.ConfigDict,
       config[name] = value
   return TrainIterator(create_train_dataset(config, shards_or_dir, seed=seed,
                                             batch_size=batch_size, shard_index=shard_index,
-                                            shard_count=shard_count))
+                                            shard_count=shard_count, start_batch=start_batch))
 

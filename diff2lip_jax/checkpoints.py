@@ -52,6 +52,17 @@ def _item_handlers() -> dict[str, Any]:
   return handlers
 
 
+def _use_distributed_barriers() -> None:
+  # Orbax's default barrier between processes is a device collective. An async save runs it
+  # from a background thread while the training step runs its own collectives, and the two
+  # interleave differently on each process: a hang at the first multi-host save. The
+  # coordination-service barrier uses no device.
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()  # outside an absl app: keep every other flag's default
+  flags.FLAGS.experimental_orbax_use_distributed_barrier = True
+
+
 def open_manager(directory: str | os.PathLike, *, create: bool = False,
                  max_to_keep: int | None = None, async_save: bool = False
                  ) -> ocp.CheckpointManager:
@@ -60,6 +71,8 @@ def open_manager(directory: str | os.PathLike, *, create: bool = False,
   ``async_save``: :func:`save` returns once the arrays are copied to host memory and writes
   them in a background thread (the next save, ``wait_until_finished`` or ``close`` waits).
   """
+  if jax.process_count() > 1:
+    _use_distributed_barriers()
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create,
                                          enable_async_checkpointing=async_save)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options,

@@ -21,6 +21,7 @@ import os
 import pathlib
 import signal
 import sys
+import threading
 from typing import Any, Callable
 
 import ml_collections
@@ -41,6 +42,7 @@ RENAMED_FIELDS = {
     "data.synthetic_min_frames": "data.min_frames",
     "data.synthetic_max_frames": "data.max_frames",
     "data.synthetic": "data.synthetic_clips"}  # synthetic data now: data.shards left empty
+DISTRIBUTED_GRACE_S = 30  # XLA's own connect timeout fires this much after ours
 QUIET_LOGGERS = ("absl", "jax", "orbax", "grain", "etils", "tensorflow", "tensorboardX", "PIL")
 
 
@@ -216,6 +218,9 @@ def training_parser(prog: str, description: str) -> argparse.ArgumentParser:
                      help="host:port of process 0 (GPU clusters)")
   group.add_argument("--num_processes", type=int, metavar="N", help="number of processes")
   group.add_argument("--process_id", type=int, metavar="I", help="this process's index")
+  group.add_argument("--distributed_timeout", type=int, default=300, metavar="S",
+                     help="give up when not all processes joined the coordinator within S "
+                          "seconds (default 300)")
   return parser
 
 
@@ -262,7 +267,10 @@ def start_training(argv: list[str], prog: str, description: str, default_config:
   parser = training_parser(prog, description)
   args, config = parse_training_args(parser, argv, default_config, notes)
   setup_logging(args.verbose)
-  init_distributed(args)
+  if init_distributed(args):
+    from diff2lip_jax.training import multihost  # every process must train the same run
+    multihost.check_same_settings(config_utils.config_to_json(config) + "\n" + args.workdir,
+                                  "config and --workdir")
   if "://" not in args.workdir and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     import jax  # a resumed run (after preemption) then skips most of the compile time
     jax.config.update("jax_compilation_cache_dir", os.path.join(args.workdir, "jax_cache"))
@@ -270,12 +278,34 @@ def start_training(argv: list[str], prog: str, description: str, default_config:
   return args, config
 
 
-def init_distributed(args: argparse.Namespace) -> None:
-  """``jax.distributed.initialize`` when asked for by flag or ``DIFF2LIP_DISTRIBUTED=1``."""
-  if args.distributed or os.environ.get("DIFF2LIP_DISTRIBUTED") == "1":
-    import jax
+def init_distributed(args: argparse.Namespace) -> bool:
+  """``jax.distributed.initialize`` when asked for by flag or ``DIFF2LIP_DISTRIBUTED=1``;
+  returns whether it was. When not every process joined the coordinator within
+  ``--distributed_timeout`` seconds, prints one ``error:`` line naming the address and exits
+  with status 1 (XLA's own timeout aborts the process with a C++ stack trace instead)."""
+  if not (args.distributed or os.environ.get("DIFF2LIP_DISTRIBUTED") == "1"):
+    return False
+  import jax
+  timeout = int(getattr(args, "distributed_timeout", 300))
+  message = (f"process {args.process_id} of {args.num_processes} could not join the run at "
+             f"coordinator {args.coordinator_address} within --distributed_timeout={timeout} s: "
+             "start every process (process 0 runs the coordinator) with the same "
+             "--coordinator_address and --num_processes")
+  watchdog = threading.Timer(timeout, _give_up, args=(message,))
+  watchdog.daemon = True
+  watchdog.start()
+  try:
     jax.distributed.initialize(coordinator_address=args.coordinator_address,
-                               num_processes=args.num_processes, process_id=args.process_id)
+                               num_processes=args.num_processes, process_id=args.process_id,
+                               initialization_timeout=timeout + DISTRIBUTED_GRACE_S)
+  finally:
+    watchdog.cancel()
+  return True
+
+
+def _give_up(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  os._exit(1)  # the main thread is blocked inside XLA's connect call
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -28,9 +28,9 @@ Frames stay uint8 until they reach the device (a quarter of the bytes); resizing
 the lower-half crop happen there, with the same ``syncnet_face_input`` the Diff2Lip sync loss
 uses, so the expert sees identical preprocessing in both trainings.
 
-The Grain chain around the sampler (determinism, checkpointable ``TrainIterator`` state, host
-sharding ``records[shard_index::shard_count]``, corrupt-record skipping) is
-``data_pipelines.grain_chain``'s, shared with the Diff2Lip pipeline.
+The Grain chain around the sampler (determinism, checkpointable ``TrainIterator`` state, one
+global example stream of which each host loads its block of every batch, corrupt-record
+skipping) is ``data_pipelines.grain_chain``'s, shared with the Diff2Lip pipeline.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def partner_counts(num_starts: int, min_shift: int) -> np.ndarray:
 class SyncPairSampler(SkippingRecordSampler):
   """``(record_index, rng) -> example``: reads a clip and draws one in-sync or off-sync pair."""
 
-  def __init__(self, source, local_records: np.ndarray, image_size: int, min_shift: int,
+  def __init__(self, source, records: np.ndarray, image_size: int, min_shift: int,
                in_sync_probability: float, max_skips: int,
                ground_truth_shapes: dict[str, tuple]):
     if min_shift < 1:
@@ -81,7 +81,7 @@ class SyncPairSampler(SkippingRecordSampler):
                        f"{min_shift}")
     if not 0.0 <= in_sync_probability <= 1.0:
       raise ValueError(f"in_sync_probability must be in [0, 1], got {in_sync_probability}")
-    super().__init__(source, local_records, image_size, max_skips, ground_truth_shapes)
+    super().__init__(source, records, image_size, max_skips, ground_truth_shapes)
     self.min_shift = min_shift
     self.in_sync_probability = in_sync_probability
 
@@ -141,11 +141,11 @@ def create_dataset(config: ml_collections.ConfigDict,
   host = grain_chain.open_host_records(shards_or_dir, verify_checksums=config.verify_checksums,
                                        batch_keys=BATCH_KEYS, records=records,
                                        shard_index=shard_index, shard_count=shard_count)
-  sampler = SyncPairSampler(host.source, host.local_records, config.image_size, config.min_shift,
+  sampler = SyncPairSampler(host.source, host.records, config.image_size, config.min_shift,
                             config.in_sync_probability, config.max_skips_per_example,
                             host.ground_truth_shapes)
-  return grain_chain.build_batches(sampler, host.local_records, config, seed=seed,
-                                   batch_size=batch_size)
+  return grain_chain.build_batches(sampler, host.records, config, seed=seed,
+                                   batch_size=batch_size, host=host.host, hosts=host.hosts)
 
 
 def create_iterator(config: ml_collections.ConfigDict,
@@ -161,8 +161,9 @@ def create_iterator(config: ml_collections.ConfigDict,
     seed: controls clip order, labels and every window choice.
     batch_size: per-host batch size B.
     records: indices of the records to draw from (e.g. one side of :func:`split_records`);
-      None: all. Hosts split these as ``records[shard_index::shard_count]``.
-    shard_index, shard_count: this host's slice (default: JAX process index/count).
+      None: all (every host draws from the same records).
+    shard_index, shard_count: this host and the host count (default: JAX process
+      index/count); the host loads its block of every global batch.
   Returns:
     a checkpointable ``grain_chain.TrainIterator`` yielding the batch dict of the module
     docstring (``get_state`` / ``set_state``, Grain's Orbax handler).

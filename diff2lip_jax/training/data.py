@@ -66,10 +66,21 @@ def per_host_batch_size(global_batch: int, name: str = "train.batch_size") -> in
   return global_batch // hosts
 
 
-def train_iterator(config: ml_collections.ConfigDict, train_shards: str,
-                   seed_offset: int = 0) -> grain_chain.TrainIterator:
+def train_iterator(config: ml_collections.ConfigDict, train_shards: str, seed_offset: int = 0,
+                   start_step: int = 0, process_local: bool = False
+                   ) -> grain_chain.TrainIterator:
+  """This host's batches of the run's global example stream, from step ``start_step`` on.
+
+  The global batches do not depend on the host count (``grain_chain``), so a run resumed at
+  step ``s`` on another topology continues with the batch an uninterrupted run would use.
+  ``process_local``: the whole ``train.batch_size`` on this process, as if it were the only
+  host (for work one process does alone, e.g. sample grids).
+  """
   pipeline = config.data.pipeline.copy_and_resolve_references()
   pipeline.num_frames = int(config.model.nframes)
+  batch_size = int(config.train.batch_size)
+  hosts = dict(shard_index=0, shard_count=1) if process_local else {}
   return input_pipeline.create_train_iterator(
       pipeline, train_shards, seed=int(config.train.seed) + seed_offset,
-      batch_size=per_host_batch_size(int(config.train.batch_size)))
+      batch_size=batch_size if process_local else per_host_batch_size(batch_size),
+      start_batch=int(start_step), **hosts)

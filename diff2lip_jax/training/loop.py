@@ -15,7 +15,7 @@ from diff2lip_jax import checkpoints
 from diff2lip_jax.diffusion import create_diffusion
 from diff2lip_jax.models import create_model, init_params
 from diff2lip_jax.models import discriminator as disc_lib
-from diff2lip_jax.training import console, data, reporting, sharding
+from diff2lip_jax.training import console, data, multihost, reporting, sharding
 from diff2lip_jax.training.periodic import Periodic
 from diff2lip_jax.training.state import create_train_state, inference_params
 from diff2lip_jax.training.step import make_train_step
@@ -116,12 +116,16 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   mesh = sharding.create_mesh(config)
   sharding.check_batch_divisible(int(config.train.batch_size), mesh)
   state, state_sharding, disc_model = _initial_state(config, model, mesh)
-  iterator = data.train_iterator(config, train_shards)
+  multihost.barrier("state created")  # the manager's barriers time out; this one waits
   manager = checkpoints.training_manager(workdir, config)
-  step, restored = checkpoints.restore_training_state(manager, state, iterator)
+  # The state restores onto this mesh whatever topology saved it; the data position follows
+  # from the step (one batch per step, the same global batches for any host count), so the
+  # per-host iterator states saved with it are not needed to resume.
+  step, restored = checkpoints.restore_training_state(manager, state, None)
   if restored is not None:
     state = restored
     logging.info("resumed from step %d in %s", step, checkpoints.checkpoint_dir(workdir))
+  iterator = data.train_iterator(config, train_shards, start_step=int(step or 0))
   fns, frozen = frozen_networks(config)
   train_step = make_train_step(model, create_diffusion(config.diffusion, timestep_respacing=""),
                                config, syncnet_apply=fns.get("syncnet"),
@@ -147,6 +151,17 @@ def _log(run: Run, progress: console.Progress, step: int, metrics: dict) -> None
   progress.log(step, values, keys, rate, extra=extra)
 
 
+def _samples(run: Run, step: int, demo_video: bool = False) -> None:
+  """Grid (and demo video) on process 0, from a process-local copy of the sampling params
+  that every process helps to gather: a sampler over global arrays entered by process 0
+  alone would hang a multi-host run."""
+  params = multihost.host_local_copy(inference_params(run.state, run.config))
+  if jax.process_index() == 0:
+    run.logger.samples(step, params, demo_video=demo_video)
+  # The others wait here rather than in a collective or exit's shutdown, which time out.
+  multihost.barrier(f"samples {step}")
+
+
 def run_steps(run: Run, end_step: int, stop: Any = None) -> tuple[int, bool]:
   """Steps from ``run.state.step`` to ``end_step``; returns ``(last step, stopped by SIGTERM)``."""
   config, start = run.config, int(run.state.step)
@@ -164,13 +179,14 @@ def run_steps(run: Run, end_step: int, stop: Any = None) -> tuple[int, bool]:
       progress.advance(done)
       if log_now(done):
         _log(run, progress, done, metrics)
-      stopping = stop is not None and stop.requested
+      # Agreed by all processes: a SIGTERM that reached one host stops all at this step.
+      stopping = multihost.any_process(stop is not None and stop.requested)
       if save_now(done) or stopping:
         checkpoints.save_training_state(run.manager, done, run.state,
                                         inference_params(run.state, config), run.iterator,
                                         config, wait=stopping)
-      if sample_now(done) and jax.process_index() == 0:
-        run.logger.samples(done, inference_params(run.state, config))
+      if sample_now(done):
+        _samples(run, done)
       if stopping:
         break
   finally:
@@ -193,9 +209,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: An
   end_step = num_steps if max_steps is None else min(num_steps, start + max_steps)
   try:
     done, stopped = run_steps(run, end_step, stop)
-    if not stopped and done == num_steps > start and jax.process_index() == 0:
-      run.logger.samples(done, inference_params(run.state, config),
-                         demo_video=int(config.train.demo_video_frames) > 0)
+    if not stopped and done == num_steps > start:
+      _samples(run, done, demo_video=int(config.train.demo_video_frames) > 0)
   finally:
     run.manager.close()  # waits for an async save still being written
     run.logger.close()

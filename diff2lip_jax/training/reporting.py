@@ -66,7 +66,8 @@ class RunLogger:
       with config.unlocked():
         config.train.batch_size = 1
         config.data.pipeline.worker_count = 0
-      iterator = data.train_iterator(config, self._sample_shards, seed_offset=12345)
+      iterator = data.train_iterator(config, self._sample_shards, seed_offset=12345,
+                                     process_local=True)
       self._sample_batch = next(iterator)
     return self._sample_batch
 
