@@ -33,6 +33,8 @@ TINY = [f"--config.train.num_steps={STEPS}", "--config.train.batch_size=8",
         "--config.train.demo_video_frames=8", "--config.train.sample_respacing=ddim2",
         "--config.sampling.batch_size=8"]
 STATE_FIELDS = ("params", "opt_state", "ema", "rng", "step")
+# Each test below launches up to 3 runs (the fixture's run counts toward the first test).
+LONG = pytest.mark.timeout(4 * RUN_LIMIT_S)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +115,7 @@ def uninterrupted(tmp_path_factory, cache):
   return workdir, output, _final_state(workdir)
 
 
+@LONG
 def test_two_process_run_ends_cleanly_and_writes_outputs_once(uninterrupted):
   workdir, output, state = uninterrupted
   assert f"[0] trained {STEPS} steps ({STEPS}/{STEPS})" in output, output[-3000:]
@@ -124,6 +127,7 @@ def test_two_process_run_ends_cleanly_and_writes_outputs_once(uninterrupted):
   assert int(state["step"]) == STEPS
 
 
+@LONG
 def test_sigkill_of_one_process_then_restart_is_bit_identical(uninterrupted, cache, tmp_path):
   _, _, want = uninterrupted
   workdir = tmp_path / "killed"
@@ -137,6 +141,7 @@ def test_sigkill_of_one_process_then_restart_is_bit_identical(uninterrupted, cac
     assert _max_diff(want[name], got[name]) == 0.0, name
 
 
+@LONG
 def test_sigterm_to_one_process_stops_all_at_one_step_then_resumes(uninterrupted, cache,
                                                                    tmp_path):
   """Both processes exit 0 after saving the same step (a collective save: it commits only when
