@@ -46,16 +46,18 @@ def _numbers(tree, path=""):
     yield path, tree
 
 
+@pytest.mark.timeout(1500)
 def test_cpu_smoke_runs_with_only_core_packages(tmp_path):
   env = _blocked_env(tmp_path)
   probe = subprocess.run([sys.executable, "-c", "import ml_collections"], env=env,
                          capture_output=True, text=True, timeout=60)
   assert probe.returncode != 0 and "blocked" in probe.stderr   # the blocker is active
   out = tmp_path / "suite.json"
-  # Generous timeout: ~1 minute on an idle 2-core machine, much more when it is shared.
+  # Generous timeout: the compiles dominate; a 2-core machine shared with other jobs took
+  # over 15 minutes.
   run = subprocess.run(["bash", str(ROOT / "benchmarks" / "accelerator_suite.sh"), "--cpu_smoke",
                         "--budget_s", "3000", "--output", str(out)],
-                       env=env, capture_output=True, text=True, timeout=1500)
+                       env=env, capture_output=True, text=True, timeout=1400)
   assert run.returncode == 0, run.stderr[-3000:]
   report = json.loads(run.stdout)
   assert json.loads(out.read_text()) == report
