@@ -10,7 +10,8 @@ Pipeline options pass through unchanged (``--runner``, ``--project``, ``--temp_l
 Dataflow, Flink and Spark workers need this package installed, e.g. ``--setup_file``). The
 default runner is the DirectRunner; for large local jobs run it multi-process:
 ``--direct_running_mode multi_processing --direct_num_workers 8`` (``in_memory`` is one process,
-used by the tests). Shards and sidecars must go to a filesystem every worker sees.
+used by the tests). ``--out_dir`` is a POSIX path (a shared mount such as NFS or gcsfuse for
+remote runners; ``gs://`` URLs are not supported): every worker writes shards and sidecars there.
 
 How it stays exact under retries and kills:
   * The driver lists the videos, leaves out the clips the manifest has (written or failed) and

@@ -23,12 +23,11 @@ from typing import Any
 import numpy as np
 
 from data_pipelines import crops, face_crops, shards
-from data_pipelines import curation as curation_lib
-from data_pipelines.curation import sync as sync_lib
+
+# Curation (and the JAX it loads) is imported only where it is used: workers of runs without
+# curation start without it (~3 CPU-s less per worker process).
 
 WAV2LIP_PADS = (0, 10, 0, 0)  # the s3fd pads of Wav2Lip's preprocessing (keeps the chin)
-DEFAULT_MIN_CONFIDENCE = {"syncnet_v2": sync_lib.SYNCNET_V2_MIN_CONFIDENCE,
-                          "synthetic": sync_lib.SYNTHETIC_MIN_CONFIDENCE, "expert": None}
 
 
 class ClipSkipped(ValueError):
@@ -52,7 +51,7 @@ class PrepareOptions:
   jpeg_quality: int = shards.JPEG_QUALITY
   keep_silent: bool = False
   silence_dbfs: float = -60.0
-  curation: curation_lib.CurationConfig | None = None
+  curation: "curation.CurationConfig | None" = None
   sync_measurer: str = "syncnet_v2"
   sync_weights: str | None = None
 
@@ -70,7 +69,9 @@ class PrepareOptions:
       return None
     if self.curation.min_confidence is not None:
       return float(self.curation.min_confidence)
-    default = DEFAULT_MIN_CONFIDENCE.get(self.sync_measurer)
+    from data_pipelines.curation import sync as sync_lib  # pylint: disable=import-outside-toplevel
+    default = {"syncnet_v2": sync_lib.SYNCNET_V2_MIN_CONFIDENCE,
+               "synthetic": sync_lib.SYNTHETIC_MIN_CONFIDENCE}.get(self.sync_measurer)
     if default is None:
       raise ValueError(f"the {self.sync_measurer!r} sync measurer has no default confidence "
                        "threshold: set --curate_min_confidence")
@@ -171,8 +172,9 @@ def process_video(path: str, clip_id: str, options: PrepareOptions, detector=Non
 
 
 def curated_records(path: str, clip_id: str, options: PrepareOptions, detector: Any,
-                    measurer: Any) -> tuple[list[tuple[str, bytes]], curation_lib.ClipCuration]:
-  """One video -> ``([(record id, record)], curation decision)`` (module docstring)."""
+                    measurer: Any) -> tuple[list[tuple[str, bytes]], Any]:
+  """One video -> ``([(record id, record)], curation.ClipCuration)`` (module docstring)."""
+  from data_pipelines import curation as curation_lib  # pylint: disable=import-outside-toplevel
   from data_pipelines import video_io  # pylint: disable=import-outside-toplevel
   wav = load_checked_audio(path, options)
   frames, _ = video_io.read_video(path, fps=options.fps)
@@ -207,6 +209,7 @@ def load_measurer(options: PrepareOptions) -> Any:
   record's face crops (its mouth measure needs crops laid out like ``synthetic`` renders)."""
   if options.curation is None or not options.curation.sync:
     return None
+  from data_pipelines.curation import sync as sync_lib  # pylint: disable=import-outside-toplevel
   if options.sync_measurer == "synthetic":
     crop = functools.partial(_crops_for_synthetic, size=options.image_size)
     return sync_lib.EmbeddingSync(sync_lib.MouthOpeningEmbedder(), crop, "synthetic_mouth",

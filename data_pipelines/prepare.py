@@ -58,7 +58,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
-from data_pipelines import curation, face_crops, shards
+from data_pipelines import face_crops, shards
 from data_pipelines.clip_work import (WAV2LIP_PADS, ClipResult, ClipSkipped, ClipWorker,
                                       PrepareOptions, check_options, process_video)
 from data_pipelines.prepare_outputs import (FAILURES, MANIFEST, VIDEO_EXTENSIONS, Manifest,
@@ -228,15 +228,16 @@ def _add_curation_flags(parser: argparse.ArgumentParser) -> None:
       "confidence (default: the measurer's, 3.0 for syncnet_v2)")
   add("--curate_max_offset", type=int, default=15, help="drop shots whose |offset| is larger")
   add("--curate_vshift", type=int, default=15, help="offsets searched: -vshift..vshift frames")
-  add("--sync_measurer", choices=curation.sync.MEASURERS, default="syncnet_v2",
+  add("--sync_measurer", choices=("syncnet_v2", "expert", "synthetic"), default="syncnet_v2",
       help="syncnet_v2: syncnet_python's network; expert: Wav2Lip's lipsync_expert.pth or a "
       "train_syncnet workdir; synthetic: synthetic test videos only")
   add("--sync_weights", default=None, help="SyncNet weights for --sync_measurer (user-supplied)")
 
 
-def _curation_config(args: argparse.Namespace) -> curation.CurationConfig | None:
+def _curation_config(args: argparse.Namespace) -> "curation.CurationConfig | None":
   if not args.curate:
     return None
+  from data_pipelines import curation  # pylint: disable=import-outside-toplevel (loads JAX)
   return curation.CurationConfig(
       scene_detection=args.curate_scenes != "off",
       scene_policy="split" if args.curate_scenes == "off" else args.curate_scenes,

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from data_pipelines import curation, shards
+from data_pipelines import shards
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".flv", ".m4v", ".mpg", ".mpeg")
 MANIFEST = "manifest.json"
@@ -134,10 +134,11 @@ def pending_jobs(manifest: Manifest, input_path: str, root: str | None,
 
 
 def update_curation_report(out_dir: str, decisions: list[dict],
-                           config: curation.CurationConfig,
+                           config: "curation.CurationConfig",
                            confidence_threshold: float | None) -> dict:
   """Merges this run's decisions with the earlier runs' (``curation/decisions.jsonl``; a clip
   decided again replaces its old decision) and rewrites the report; returns its summary."""
+  from data_pipelines import curation  # pylint: disable=import-outside-toplevel (loads JAX)
   report_dir = os.path.join(out_dir, CURATION_DIR)
   previous = os.path.join(report_dir, "decisions.jsonl")
   merged = {}

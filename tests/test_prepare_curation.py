@@ -104,6 +104,8 @@ def test_curation_needs_sync_weights_or_no_sync(curation_inputs, tmp_path):
   with pytest.raises(ValueError, match="--curate_min_confidence"):
     prepare.prepare(str(curation_inputs), str(tmp_path), expert)
   assert not list(tmp_path.iterdir())  # nothing written before the settings are checked
+  flag = next(a for a in prepare.build_parser()._actions if a.dest == "sync_measurer")
+  assert tuple(flag.choices) == curation.sync.MEASURERS
   assert prepare.main(["--input", str(curation_inputs), "--out_dir", str(tmp_path / "o"),
                        "--curate", "--no-curate_sync", "--curate_scenes", "drop",
                        "--num_workers", "0", "--quiet"]) == 0
