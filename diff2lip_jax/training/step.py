@@ -97,9 +97,10 @@ def make_loss_fn(model: nn.Module, diffusion: GaussianDiffusion,
   """``loss_fn(params, disc_params, inputs, noisy, frozen) -> (loss, (terms, shown))``.
 
   The weighted sum of the terms of ``config.loss``; the sync, LPIPS and adversarial terms
-  only for the networks given. The MSE and L1 terms weight the pixels of
-  ``loss.mouth_region`` ``1 + loss.mouth_weight`` times (:func:`objective.mouth_weighted_mask`). ``shown [N,S,S,3]`` is the composited x̂0 (generated inside
-  the mask, ground truth outside), which those terms judge.
+  only for the networks given. The MSE and L1 terms count the pixels of ``loss.mouth_region``
+  ``1 + loss.mouth_weight`` times (:func:`objective.mouth_weighted_mask`). ``shown [N,S,S,3]``
+  is the composited x̂0 (generated inside the mask, ground truth outside), which those terms
+  judge.
   """
   weights, kind = config.loss, config.discriminator.loss
   mouth_weight = float(weights.get("mouth_weight", 0.0))
