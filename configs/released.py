@@ -151,7 +151,12 @@ def training_fields() -> dict[str, Any]:
       grad_clip_norm=1.0,         # global-norm clipping (0: none)
       grad_accum_steps=1)         # >1: average gradients of this many batches per update
   # Weight of each loss term (0: off); see the docstring.
-  config["loss"] = dict(mse=1.0, vb=1.0, l1=0.1, sync=0.05, lpips=0.1, adversarial=0.01)
+  config["loss"] = dict(
+      mse=1.0, vb=1.0, l1=0.1, sync=0.05, lpips=0.1, adversarial=0.01,
+      # Extra weight of the mouth region in the MSE and L1 terms: a pixel there counts
+      # 1 + mouth_weight times (0: off). The region is rows top-bottom, columns left-right
+      # as fractions of the aligned crop (where the mouth lies in VoxCeleb2-style crops).
+      mouth_weight=0.0, mouth_region="0.62,0.9,0.32,0.68")
   # The sequential discriminator of the adversarial term and its Adam optimizer.
   config["discriminator"] = dict(
       lr=1e-4, b1=0.5, b2=0.999,

@@ -32,6 +32,25 @@ def test_masked_mse_and_l1_count_only_the_masked_region():
                              (23 * 4 + 25) / 24, rtol=1e-6)
 
 
+def test_mouth_weighted_mask_weights_the_region_only_inside_the_mask():
+  mask = _mask(2, size=10)                       # rows 5-9 generated
+  weighted = np.asarray(objective.mouth_weighted_mask(mask, 3.0, "0.3,0.8,0.2,0.6"))
+  expected = mask.copy()
+  expected[:, 3:8, 2:6] *= 4.0                   # rows 3-7, cols 2-5; only 5-7 are masked
+  np.testing.assert_array_equal(weighted, expected)
+  assert objective.mouth_weighted_mask(mask, 0.0, "bad") is mask
+  # As the mask of masked_mean: a weighted mean, an error in the region counts 4 times.
+  pred, target = np.zeros((2, 10, 10, 3), np.float32), np.zeros((2, 10, 10, 3), np.float32)
+  target[:, 6, 3] = 1.0                          # one pixel inside the region
+  target[:, 9, 9] = 1.0                          # one outside it (still masked)
+  total = float(np.sum(expected))
+  np.testing.assert_allclose(float(objective.masked_l1(pred, target, weighted)),
+                             2 * 3 * (4.0 + 1.0) / (3 * total), rtol=1e-6)
+  for bad in ("0.5,0.4,0,1", "0,1,0", "a,b,c,d", "0,1.5,0,1"):
+    with pytest.raises(ValueError, match="mouth_region"):
+      objective.mouth_weighted_mask(mask, 1.0, bad)
+
+
 def test_composite_and_weighted_total():
   gen, orig, mask = np.full((1, 4, 4, 3), 1.0), np.full((1, 4, 4, 3), -1.0), _mask()
   shown = np.asarray(objective.composite(gen, orig, mask))

@@ -99,10 +99,14 @@ def make_loss_fn(model: nn.Module, diffusion: GaussianDiffusion,
   """``loss_fn(params, disc_params, inputs, noisy, frozen) -> (loss, (terms, shown))``.
 
   The weighted sum of the terms of ``config.loss``; the sync, LPIPS and adversarial terms
-  only for the networks given. ``shown [N,S,S,3]`` is the composited x̂0 (generated inside
-  the mask, ground truth outside), which those terms judge.
+  only for the networks given. The MSE and L1 terms count the pixels of ``loss.mouth_region``
+  ``1 + loss.mouth_weight`` times (:func:`objective.mouth_weighted_mask`). ``shown [N,S,S,3]``
+  is the composited x̂0 (generated inside the mask, ground truth outside), which those terms
+  judge.
   """
   weights, kind = config.loss, config.discriminator.loss
+  mouth_weight = float(weights.get("mouth_weight", 0.0))
+  mouth_region = str(weights.get("mouth_region", "0.62,0.9,0.32,0.68"))
 
   def loss_fn(params, disc_params, inputs, noisy, frozen):
     x0, mask, nframes = inputs["x0"], noisy["mask"], inputs["nframes"]
@@ -110,11 +114,12 @@ def make_loss_fn(model: nn.Module, diffusion: GaussianDiffusion,
                          cond_img=noisy["cond_img"], mask=mask, ref_img=inputs["ref"],
                          indiv_mels=inputs["mels"], train=True,
                          rngs={"dropout": noisy["dropout_key"]})
+    loss_mask = objective.mouth_weighted_mask(mask, mouth_weight, mouth_region)
     terms = objective.diffusion_terms(diffusion, output, x0, noisy["x_t"], noisy["t"],
-                                      noisy["noise"], mask)
+                                      noisy["noise"], mask, loss_mask=loss_mask)
     pred_xstart = terms.pop("pred_xstart")
     shown = objective.composite(pred_xstart, x0, mask)
-    terms["l1"] = objective.masked_l1(pred_xstart, x0, mask)
+    terms["l1"] = objective.masked_l1(pred_xstart, x0, loss_mask)
     if syncnet_apply is not None:
       terms["sync"] = objective.sync_loss(syncnet_apply, frozen["syncnet"], shown,
                                           inputs["sync_mel"], nframes)
