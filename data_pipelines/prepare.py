@@ -237,7 +237,7 @@ def prepare(input_path: str, out_dir: str, options: PrepareOptions = PrepareOpti
             root: str | None = None, video_ext: str = ".mp4", retry_failed: bool = False,
             progress: bool = True) -> dict:
   """Processes every not-yet-finished video into shards; returns a summary dict (see module doc)."""
-  if options.crop.needs_detector and not (options.s3fd_weights
+  if options.crop.kind == "s3fd" and not (options.s3fd_weights
                                           and os.path.isfile(options.s3fd_weights)):
     raise FileNotFoundError(f"--crop s3fd needs --s3fd_weights FILE (got {options.s3fd_weights!r}); "
                             "supply the S3FD checkpoint (e.g. Wav2Lip's s3fd.pth) yourself")
@@ -322,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
   add("--video_ext", default=".mp4", help="extension added to filelist entries without one")
   add("--crop", choices=face_crops.CROP_KINDS, default="voxceleb2",
       help="voxceleb2: the reference's fixed crop (no weights); s3fd: face detection (needs "
-      "--s3fd_weights); box: one fixed --box for every frame")
+      "--s3fd_weights); hog: dlib's bundled face detector; auto: s3fd if its weights are found, "
+      "else hog; box: one fixed --box for every frame")
   add("--box", type=_int_tuple, default=None, help="x1,y1,x2,y2 pixel box for --crop box "
       "(exclusive ends, in the video's pixels)")
   add("--s3fd_weights", default=None, help="S3FD PyTorch checkpoint (e.g. Wav2Lip's s3fd.pth)")

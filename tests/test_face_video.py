@@ -104,3 +104,18 @@ def test_crop_help_shows_a_form_the_parser_accepts():
       ["auto"], "soft", "passthrough", "pad")
   assert set(sample.PASTE_MODES) == set(crops.PASTE_MODES)
   assert set(sample.NO_FACE_POLICIES) == set(face_crops.NO_FACE_POLICIES)
+
+
+def test_passthrough_boxes_keep_a_neighbours_box_and_a_found_mask():
+  from data_pipelines.face_detection import NoFaceError
+  face = np.array([[40.0, 30.0, 80.0, 90.0, 0.9]])  # 40 wide, 60 tall
+  dets = [face, np.zeros((0, 5)), np.zeros((0, 5)), face]
+  spec = face_crops.CropSpec("hog", no_face="passthrough", smooth_window=1, aspect="pad")
+  boxes, found = face_crops.frame_boxes_and_found(spec, (120, 160), 6, dets)
+  assert found.tolist() == [True, False, False, True, True, True]  # past the end: last frame's
+  assert boxes.tolist() == [[30, 30, 90, 90]] * 6  # squared around the same centre
+  squash = face_crops.CropSpec("hog", no_face="passthrough", smooth_window=1)
+  assert face_crops.frame_boxes(squash, (120, 160), 1, dets).tolist() == [[40, 30, 80, 90]]
+  with pytest.raises(NoFaceError, match=r"v.mp4: no face detected in any of the 2 frames .*"
+                                        "--crop box X1,Y1,X2,Y2"):
+    face_crops.frame_boxes_and_found(spec, (120, 160), 2, dets[1:3], source="v.mp4")

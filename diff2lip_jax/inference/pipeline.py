@@ -123,11 +123,15 @@ class ChunkInputs:
   def finish(self, started: tuple) -> np.ndarray:
     """Waits for a chunk's crops and pastes them into its full frames (the others unchanged)."""
     job, full, full_boxes, todo = started
-    pasted = np.array(full)
-    if job is not None:
-      pasted[todo] = crops.paste_back(full[todo], job.result(), full_boxes[todo], self.paste,
-                                      self.sampler.face_hide_percentage,
-                                      color_match=self.color_match)
+    paste = lambda frames, boxes: crops.paste_back(
+        frames, job.result(), boxes, self.paste, self.sampler.face_hide_percentage,
+        color_match=self.color_match)
+    if job is not None and len(todo) == len(full):
+      pasted = paste(full, full_boxes)
+    else:  # some frames (or all) have no face: they stay as decoded
+      pasted = np.array(full)
+      if job is not None:
+        pasted[todo] = paste(full[todo], full_boxes[todo])
     if self.bar is not None:
       self.bar.update(len(pasted))
     return pasted
