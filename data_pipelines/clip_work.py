@@ -80,7 +80,7 @@ class PrepareOptions:
 
 def check_options(options: PrepareOptions) -> None:
   """Fails before any work on settings no clip can satisfy (missing weights, no threshold)."""
-  if options.crop.needs_detector and not (options.s3fd_weights
+  if options.crop.kind == "s3fd" and not (options.s3fd_weights
                                           and os.path.isfile(options.s3fd_weights)):
     raise FileNotFoundError(f"--crop s3fd needs --s3fd_weights FILE (got {options.s3fd_weights!r}); "
                             "supply the S3FD checkpoint (e.g. Wav2Lip's s3fd.pth) yourself")

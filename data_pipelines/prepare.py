@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
   add("--video_ext", default=".mp4", help="extension added to filelist entries without one")
   add("--crop", choices=face_crops.CROP_KINDS, default="voxceleb2",
       help="voxceleb2: the reference's fixed crop (no weights); s3fd: face detection (needs "
-      "--s3fd_weights); box: one fixed --box for every frame")
+      "--s3fd_weights); hog: dlib's bundled face detector; auto: s3fd if its weights are found, "
+      "else hog; box: one fixed --box for every frame")
   add("--box", type=_int_tuple, default=None, help="x1,y1,x2,y2 pixel box for --crop box "
       "(exclusive ends, in the video's pixels)")
   add("--s3fd_weights", default=None, help="S3FD PyTorch checkpoint (e.g. Wav2Lip's s3fd.pth)")

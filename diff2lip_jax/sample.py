@@ -1,7 +1,8 @@
 """Lip-sync a face video to a speech track: video + audio -> mp4 (25 fps, H.264 + AAC).
 
     python -m diff2lip_jax.sample --checkpoint CKPT --video face.mp4 --audio speech.wav \\
-        --out out.mp4 [--mode cross|reconstruction] [--crop voxceleb2|s3fd|box X1,Y1,X2,Y2]
+        --out out.mp4 [--mode cross|reconstruction] [--paste soft|lower_half|box]
+        [--crop auto|hog|s3fd|voxceleb2|box X1,Y1,X2,Y2] [--no_face passthrough|error|...]
 
     python -m diff2lip_jax.sample --checkpoint CKPT --filelist pairs.txt --root DIR \\
         --out_dir OUT        # one "audio video" pair per line, relative to --root
@@ -23,6 +24,10 @@ import time
 from typing import Sequence
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
+# Kept here (not imported) so --help needs no numpy; tests check they equal crops.PASTE_MODES and
+# face_crops.NO_FACE_POLICIES.
+PASTE_MODES = ("soft", "lower_half", "box")
+NO_FACE_POLICIES = ("passthrough", "error", "nearest", "interpolate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,20 +55,32 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--loop_video", action="store_true",
                  help="play the video forward and backward to cover longer audio (default: the "
                       "output stops at the shorter of video and audio)")
-  g.add_argument("--paste", choices=("lower_half", "box"), default="lower_half",
-                 help="lower_half: only the generated mouth region changes; box: the whole "
-                      "resized crop is pasted back as the reference does")
+  g.add_argument("--paste", choices=PASTE_MODES, default="soft",
+                 help="soft: the generated lower half blended in through a feathered mask (no "
+                      "visible seam); lower_half: the same rows pasted as a hard rectangle; "
+                      "box: the whole resized crop, as the reference (default: soft; "
+                      "docs/paste_back.md)")
+  g.add_argument("--color_match", action="store_true",
+                 help="soft paste: match the generated colours to the frame's around the seam")
   c = p.add_argument_group("face crops")
-  c.add_argument("--crop", nargs="+", default=["voxceleb2"], metavar="KIND",
-                 help="voxceleb2 (fixed crop of VoxCeleb2-style frames), s3fd (face detection, "
-                      "needs --s3fd_weights) or 'box X1,Y1,X2,Y2' (pixels, exclusive ends)")
-  c.add_argument("--s3fd_weights", help="S3FD checkpoint (s3fd.pth) for --crop s3fd")
+  c.add_argument("--crop", nargs="+", default=["auto"], metavar="KIND",
+                 help="auto (face detection: S3FD if its weights are found, else dlib's bundled "
+                      "HOG detector), hog, s3fd, voxceleb2 (fixed crop of VoxCeleb2-framed "
+                      "frames) or box X1,Y1,X2,Y2 (pixels, exclusive ends; e.g. --crop box "
+                      "10,20,110,140) (default: auto)")
+  c.add_argument("--s3fd_weights",
+                 help="S3FD checkpoint (Wav2Lip's s3fd.pth) for --crop auto/s3fd; default: "
+                      "$DIFF2LIP_S3FD_WEIGHTS, else ~/.cache/diff2lip/s3fd.pth if it exists")
+  c.add_argument("--aspect", choices=("pad", "squash"), default="pad",
+                 help="pad: grow the face box to a square so the face keeps its shape; squash: "
+                      "resize the box as it is, as the reference (default: pad)")
   c.add_argument("--pads", default="0,0,0,0",
-                 help="s3fd: pixels added top,bottom,left,right (Diff2Lip: 0,0,0,0)")
-  c.add_argument("--smooth_window", type=int, default=5, help="s3fd: box smoothing window")
-  c.add_argument("--no_face", choices=("error", "nearest", "interpolate"), default="error",
-                 help="s3fd: frames without a face fail (listed) or borrow neighbouring boxes")
-  c.add_argument("--face_det_batch_size", type=int, default=16, help="s3fd frames per batch")
+                 help="detection: pixels added top,bottom,left,right (Diff2Lip: 0,0,0,0)")
+  c.add_argument("--smooth_window", type=int, default=5, help="detection: box smoothing window")
+  c.add_argument("--no_face", choices=NO_FACE_POLICIES, default="passthrough",
+                 help="detection: frames without a face are written unchanged (passthrough, "
+                      "default), fail the video (error, listed) or borrow neighbouring boxes")
+  c.add_argument("--face_det_batch_size", type=int, default=16, help="frames per detector call")
   c.add_argument("--resize", choices=("area", "bilinear"), default="area",
                  help="crop resize (area: as the data preparation; bilinear: cv2 default)")
   s = p.add_argument_group("sampler (defaults from the checkpoint's config.sampling)")
@@ -169,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     crop = inference.parse_crop(args.crop, pads=_ints(args.pads, 4, "--pads"),
                                 smooth_window=args.smooth_window, no_face=args.no_face,
-                                detector_batch_size=args.face_det_batch_size)
+                                detector_batch_size=args.face_det_batch_size, aspect=args.aspect)
     detector = face_crops.load_detector(crop, args.s3fd_weights)
     sampler = inference.Diff2LipSampler.from_checkpoint(
         args.checkpoint, respacing=args.respacing, use_ddim=False if args.ddpm else None,
@@ -184,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return inference.lip_sync_video(
         sampler, video, audio, out, mode=args.mode, ref_frame=args.ref_frame, crop=crop,
         detector=detector, loop_video=args.loop_video, resize_method=args.resize,
-        paste=args.paste, crf=args.crf, preset=args.preset, progress=not args.quiet,
+        paste=args.paste, color_match=args.color_match, crf=args.crf, preset=args.preset, progress=not args.quiet,
         cache_dir=args.cache_dir)
 
   if args.filelist:
@@ -202,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1
   looped = " (video looped)" if result.looped else ""
   print(f"wrote {result.out_path}: {result.num_frames} frames at 25 fps{looped}, "
+        f"{result.passed_through} passed through unchanged (no face), "
         f"{result.frames_per_second:.1f} frames/s end to end")
   return 0
 

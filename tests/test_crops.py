@@ -89,7 +89,7 @@ def test_crop_then_paste_back_identity():
     outside[lower:y2, x1:x2] = False
     # Everything but the lower half of the box is untouched, bit for bit.
     np.testing.assert_array_equal(pasted[t][outside], frames[t][outside])
-  whole = crops.paste_back(frames, face, boxes, mask_lower_half_only=False)
+  whole = crops.paste_back(frames, face, boxes, mode="box")
   assert np.abs(whole.astype(int) - frames.astype(int)).max() <= 2
   np.testing.assert_array_equal(whole[:, :13], frames[:, :13])  # above both boxes
 
@@ -183,7 +183,12 @@ def test_detected_boxes_pads_smoothing_and_missing_faces():
     face_crops.frame_boxes(filled, (100, 100), 5)
 
 
-def test_only_s3fd_crops_load_a_detector():
+def test_only_detector_crops_load_a_detector(monkeypatch, tmp_path):
+  from data_pipelines import face_detection
+  monkeypatch.delenv(face_detection.S3FD_WEIGHTS_ENV, raising=False)
+  monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.cache/diff2lip/s3fd.pth
   assert face_crops.load_detector(face_crops.CropSpec(), None) is None
-  with pytest.raises(face_crops.CropError, match="needs --s3fd_weights"):
+  with pytest.raises(face_crops.CropError, match=r"--crop s3fd: S3FD needs its weights file"):
     face_crops.load_detector(face_crops.CropSpec("s3fd"), None)
+  assert isinstance(face_crops.load_detector(face_crops.CropSpec("auto")),
+                    face_detection.HogDetector)

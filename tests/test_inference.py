@@ -220,8 +220,9 @@ def test_face_detector_boxes_and_frames_without_a_face(sampler, face_video, tmp_
   keep = mouth_region_mask(FULL, FULL, box)
   baseline = lossless_round_trip(decoded[:len(out)], tmp_path)
   np.testing.assert_array_equal(out[:, keep], baseline[:, keep])
+  strict = inference.parse_crop("s3fd", no_face="error")
   with pytest.raises(NoFaceError, match=r"face.mp4: no face detected in 3 of .*3-4, 17"):
-    inference.lip_sync_video(sampler, video, video, tmp_path / "e.mp4", crop="s3fd",
+    inference.lip_sync_video(sampler, video, video, tmp_path / "e.mp4", crop=strict,
                              detector=StubDetector(box, missing=(3, 4, 17)))
   assert not (tmp_path / "e.mp4").exists()
   filled = inference.parse_crop("s3fd", no_face="nearest")

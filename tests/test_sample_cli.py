@@ -98,10 +98,11 @@ BAD_INPUTS = {
     "box outside the frame": (None, None, ["--crop", "box", "0,0,200,90"],
                               "crop box .* lies outside the 96x96 frames"),
     "bad box": (None, None, ["--crop", "box", "10,10,5"], "four integers"),
-    "s3fd without weights": (None, None, ["--crop", "s3fd"], "needs --s3fd_weights"),
+    "s3fd without weights": (None, None, ["--crop", "s3fd"], "S3FD needs its weights file"),
     "missing s3fd weights": (None, None, ["--crop", "s3fd", "--s3fd_weights", "none.pth"],
                              "none.pth"),
-    "no face in some frames": (None, None, ["--crop", "s3fd", "--s3fd_weights", "stub.pth"],
+    "no face in some frames": (None, None, ["--crop", "s3fd", "--s3fd_weights", "stub.pth",
+                                            "--no_face", "error"],
                                r"no face detected in 2 of .*0-based indices: 4, 9\)"),
 }
 
@@ -114,9 +115,13 @@ def test_bad_inputs_fail_clearly_and_write_nothing(tiny_checkpoint, case, inputs
   shutil.copytree(inputs, root)
   video = make_video(root) if make_video else root / "face.mp4"
   audio = make_audio(root) if make_audio else root / "speech.wav"
+  monkeypatch.delenv(face_detection.S3FD_WEIGHTS_ENV, raising=False)
+  monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.cache/diff2lip/s3fd.pth
   if "stub.pth" in extra:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "stub.pth").write_bytes(b"")  # only its existence is checked before loading
     monkeypatch.setattr(face_detection.FaceDetector, "from_checkpoint",
-                        classmethod(lambda cls, path: StubDetector(missing=(4, 9))))
+                        classmethod(lambda cls, path, **kw: StubDetector(missing=(4, 9))))
   out_dir = tmp_path / "out"
   out_dir.mkdir()
   code = _run(tiny_checkpoint, tmp_path, "--video", video, "--audio", audio,

@@ -19,6 +19,7 @@ import dataclasses
 import os
 import pathlib
 import random
+import sys
 import tempfile
 import time
 from typing import Any, Sequence
@@ -27,15 +28,18 @@ import numpy as np
 import tqdm
 
 from data_pipelines import audio as audio_lib
-from data_pipelines import crops, video_io
-from data_pipelines.face_crops import CropSpec, parse_crop
+from data_pipelines import crops, face_crops, video_io
+from data_pipelines.audio import VIDEO_FPS as FPS
+from data_pipelines.face_crops import CROP_KINDS, CropSpec, parse_crop
 from diff2lip_jax.inference import stream
 from diff2lip_jax.inference.sampler import Diff2LipSampler, InferenceInputError, PendingCrops
 from diff2lip_jax.inference import scan as scan_lib
 
 MODES = ("cross", "reconstruction")
 REF_FRAMES = ("gt", "first_frame", "random")
-PASTE_MODES = ("lower_half", "box")
+PASTE_MODES = crops.PASTE_MODES
+__all__ = ["FPS", "CROP_KINDS", "MODES", "REF_FRAMES", "PASTE_MODES", "LipSyncResult",
+           "ChunkInputs", "check_options", "driving_audio", "reference_index", "lip_sync_video"]
 
 
 @dataclasses.dataclass
@@ -50,6 +54,8 @@ class LipSyncResult:
   ref_index: int | None    # frame used as reference (None for "gt")
   seconds: float
   frames_per_second: float
+  passed_through: int = 0  # output frames without a face, written unchanged
+  warnings: list = dataclasses.field(default_factory=list)  # also printed to stderr
 
 
 @dataclasses.dataclass
@@ -59,7 +65,8 @@ class ChunkInputs:
   mode "cross": every frame is its own input; "reconstruction": the first frame (and its
   box) is the input of every output frame. ``fixed_ref``: the crop of the reference frame
   ("first_frame" / "random"), None for "gt" (the input frame itself; in reconstruction mode
-  the current frame).
+  the current frame). In cross mode, frames whose source has no face (``plan.found``) are not
+  sampled and come out unchanged.
   """
   sampler: Diff2LipSampler
   plan: stream.FramePlan
@@ -68,17 +75,19 @@ class ChunkInputs:
   fixed_ref: np.ndarray | None = None
   resize_method: str = "area"
   paste: str = "lower_half"
+  color_match: bool = False
   bar: Any = None
 
   def __post_init__(self):
     self.first_crop = self.crop(self.plan.scan.first[None], self.plan.boxes[:1])[0]
 
   def crop(self, frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    return crops.crop_uint8(frames, boxes, self.sampler.image_size, self.resize_method)
+    return crops.crop_uint8(frames, boxes, self.sampler.image_size, self.resize_method,
+                            allow_outside=True)
 
   def use_reference(self, index: int) -> None:
     """Makes the crop of output frame ``index`` (its source frame) every frame's reference."""
-    src = int(self.plan.source(index))
+    src = self.plan.nearest_face(int(self.plan.source(index)))
     frame = scan_lib.frame_at(self.plan.video, self.plan.scan, src)
     self.fixed_ref = self.crop(frame[None], self.plan.boxes[src:src + 1])[0]
 
@@ -87,31 +96,42 @@ class ChunkInputs:
     """Whether the chunks need decoded frames (else the first frame serves them all)."""
     return self.mode == "cross" or self.fixed_ref is None
 
-  def submit(self, ks: np.ndarray, frames: np.ndarray | None
-             ) -> tuple[PendingCrops, np.ndarray, np.ndarray]:
-    """Starts sampling output frames ``ks``; returns the job, full frames and their boxes."""
+  def submit(self, ks: np.ndarray, frames: np.ndarray | None) -> tuple:
+    """Starts sampling output frames ``ks``; returns the job (None when no frame of the chunk
+    has a face), the full frames, their boxes and which of them are sampled."""
     scan, boxes = self.plan.scan, self.plan.boxes
-    frame_boxes = boxes[self.plan.source(ks)] if frames is not None else None
+    src = self.plan.source(ks)
+    frame_boxes = boxes[src] if frames is not None else None
     if self.mode == "cross":
       full, full_boxes = frames, frame_boxes
-      inputs = self.crop(frames, frame_boxes)
+      todo = np.flatnonzero(self.plan.found[src])
+      inputs = self.crop(frames[todo], frame_boxes[todo])
     else:
       full = np.broadcast_to(scan.first, (len(ks),) + scan.first.shape)
       full_boxes = np.repeat(boxes[:1], len(ks), 0)
+      todo = np.arange(len(ks))
       inputs = np.broadcast_to(self.first_crop, (len(ks),) + self.first_crop.shape)
+    if todo.size == 0:
+      return None, full, full_boxes, todo
     if self.fixed_ref is not None:
       refs = np.broadcast_to(self.fixed_ref, inputs.shape)
     else:
       refs = inputs if self.mode == "cross" else self.crop(frames, frame_boxes)
-    mels = audio_lib.mel_windows(self.mel, int(ks[0]), int(ks[-1]) + 1)
-    return self.sampler.submit(inputs, refs, mels), full, full_boxes
+    mels = audio_lib.mel_windows(self.mel, int(ks[0]), int(ks[-1]) + 1)[todo]
+    return self.sampler.submit(inputs, refs, mels), full, full_boxes, todo
 
-  def finish(self, started: tuple[PendingCrops, np.ndarray, np.ndarray]) -> np.ndarray:
-    """Waits for a chunk's crops and pastes them into its full frames."""
-    job, full, full_boxes = started
-    pasted = crops.paste_back(full, job.result(), full_boxes,
-                              mask_lower_half_only=self.paste == "lower_half",
-                              face_hide_percentage=self.sampler.face_hide_percentage)
+  def finish(self, started: tuple) -> np.ndarray:
+    """Waits for a chunk's crops and pastes them into its full frames (the others unchanged)."""
+    job, full, full_boxes, todo = started
+    paste = lambda frames, boxes: crops.paste_back(
+        frames, job.result(), boxes, self.paste, self.sampler.face_hide_percentage,
+        color_match=self.color_match)
+    if job is not None and len(todo) == len(full):
+      pasted = paste(full, full_boxes)
+    else:  # some frames (or all) have no face: they stay as decoded
+      pasted = np.array(full)
+      if job is not None:
+        pasted[todo] = paste(full[todo], full_boxes[todo])
     if self.bar is not None:
       self.bar.update(len(pasted))
     return pasted
@@ -127,12 +147,26 @@ def check_options(mode: str, ref_frame: str | None, paste: str,
     raise InferenceInputError(f"ref_frame must be one of {REF_FRAMES}, got {ref_frame!r}")
   if paste not in PASTE_MODES:
     raise InferenceInputError(f"paste must be one of {PASTE_MODES}, got {paste!r}")
-  crop = parse_crop(crop) if isinstance(crop, (str, list, tuple)) else crop
-  if crop.needs_detector and detector is None:
-    raise InferenceInputError(
-        "crop s3fd needs the S3FD face detector: pass --s3fd_weights s3fd.pth (or use "
-        "--crop voxceleb2 / --crop box x1,y1,x2,y2)")
+  # Crops given as text get video inference's no-face default: such frames pass through.
+  crop = parse_crop(crop, no_face="passthrough") if isinstance(crop, (str, list, tuple)) else crop
+  del detector  # built by lip_sync_video when the crop needs one and none is given
   return ref_frame, crop
+
+
+def framing_check(scan: scan_lib.VideoScan, crop: CropSpec, video: str) -> list[str]:
+  """The "voxceleb2" crop's framing warning (``face_crops.framing_warning``, checked with the
+  bundled HOG detector when dlib is installed), printed to stderr once per video; [] if none."""
+  if crop.kind != "voxceleb2" or not scan.probes:
+    return []
+  try:
+    detector = face_crops.load_detector(CropSpec("hog"))
+  except face_crops.CropError:
+    detector = None  # dlib missing: only the frame shape is checked
+  message = face_crops.framing_warning(scan.probes, detector, source=video)
+  if message is None:
+    return []
+  print(f"warning: {message}", file=sys.stderr)
+  return [message]
 
 
 def driving_audio(path: str) -> tuple[np.ndarray, int, np.ndarray, int]:
@@ -159,7 +193,8 @@ def lip_sync_video(sampler: Diff2LipSampler, video: str | os.PathLike, audio: st
                    out: str | os.PathLike, *, mode: str = "cross", ref_frame: str | None = None,
                    crop: CropSpec | str = "voxceleb2", detector: Any = None,
                    loop_video: bool = False, resize_method: str = "area",
-                   paste: str = "lower_half", crf: int = 18, preset: str = "medium",
+                   paste: str = "lower_half", color_match: bool = False, crf: int = 18,
+                   preset: str = "medium",
                    progress: bool = False, cache_dir: str | None = None) -> LipSyncResult:
   """Writes ``out`` (mp4, 25 fps, AAC) whose face follows the speech of ``audio``.
 
@@ -172,15 +207,20 @@ def lip_sync_video(sampler: Diff2LipSampler, video: str | os.PathLike, audio: st
     ref_frame: identity reference "gt" (the frame itself), "first_frame" or "random"
       (frame ``random.Random(seed).randint(0, N-1)``); default "gt" for cross and
       "first_frame" for reconstruction, as the reference's two settings.
-    crop: :class:`CropSpec` or its text (``parse_crop``); "s3fd" needs ``detector``.
+    crop: :class:`CropSpec` or its text (``parse_crop``, then with ``no_face="passthrough"``).
+    detector: the detector crops' detector; built with ``face_crops.load_detector`` if None.
     loop_video: play the video back and forth to cover longer audio (frames are cached raw
       on disk in ``cache_dir``/the system temp dir meanwhile); otherwise the output stops at
       the shorter of video and audio.
     paste: "lower_half" (only the box rows under the mask change, every other pixel is the
-      input's) or "box" (the whole resized crop replaces the box, as the reference does).
+      input's), "soft" (the same rows blended through a feathered mask, no visible seam) or
+      "box" (the whole resized crop replaces the box, as the reference does);
+      ``crops.paste_back``. color_match: "soft" only, match the generated colours to the
+      frame's in the seam ring.
     crf, preset: H.264 settings of the output.
   Returns:
-    :class:`LipSyncResult`. The file appears only when complete.
+    :class:`LipSyncResult` (with the frames passed through without a face, and warnings).
+    The file appears only when complete.
   Raises:
     FileNotFoundError, video_io.MediaFileError (unreadable, truncated, no video or audio
     stream, empty audio), face_detection.NoFaceError (frame indices named),
@@ -193,25 +233,34 @@ def lip_sync_video(sampler: Diff2LipSampler, video: str | os.PathLike, audio: st
   if not out.parent.is_dir():
     raise FileNotFoundError(f"output directory does not exist: {out.parent}")
   samples, rate, mel, audio_frames = driving_audio(audio)
+  if crop.needs_detector and detector is None:
+    detector = face_crops.load_detector(crop)
   with tempfile.TemporaryDirectory(prefix="diff2lip_frames_", dir=cache_dir) as temp:
     # Without looping, frames past the audio are never read (but for the smoothing window).
     scan = scan_lib.scan_video(video, crop, detector=detector, progress=progress,
                                max_frames=None if loop_video else audio_frames + crop.lookahead,
                                cache_dir=temp if loop_video else None)
+    warnings = framing_check(scan, crop, video)
     plan = stream.FramePlan.create(video, scan, crop, audio_frames, loop_video)
-    inputs = ChunkInputs(sampler, plan, mel, mode, resize_method=resize_method, paste=paste)
+    if mode == "reconstruction" and not plan.found[0]:
+      raise InferenceInputError(f"{video}: reconstruction mode drives the first frame, which "
+                                "has no detected face; trim the video or use --mode cross")
+    inputs = ChunkInputs(sampler, plan, mel, mode, resize_method=resize_method, paste=paste,
+                         color_match=color_match)
     ref_index = reference_index(ref_frame, plan.total, sampler.seed)
     if ref_index is not None:
       inputs.use_reference(ref_index)
-    inputs.bar = tqdm.tqdm(total=plan.total, unit="frame", desc=out.name, disable=not progress)
     try:
+      inputs.bar = tqdm.tqdm(total=plan.total, unit="frame", desc=out.name, disable=not progress)
       chunks = plan.chunks(sampler.batch_size, pixels=inputs.needs_pixels)
       pasted = stream.overlapped(chunks, inputs.submit, inputs.finish)
       stream.encode(out, pasted, samples, rate, plan.total, crf=crf, preset=preset)
     finally:
-      inputs.bar.close()
+      if inputs.bar is not None:
+        inputs.bar.close()
       scan.cache = None  # release the memmap before the directory goes
   seconds = time.time() - started
   return LipSyncResult(os.fspath(out), plan.total, scan.count, audio_frames, plan.looped,
                        scan.frame_size, ref_index, round(seconds, 3),
-                       round(plan.total / max(seconds, 1e-9), 2))
+                       round(plan.total / max(seconds, 1e-9), 2),
+                       plan.passed_through if mode == "cross" else 0, warnings)

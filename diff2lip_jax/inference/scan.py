@@ -16,7 +16,7 @@ import tqdm
 
 from data_pipelines import video_io
 from data_pipelines.audio import VIDEO_FPS
-from data_pipelines.face_crops import CropSpec
+from data_pipelines.face_crops import VOXCELEB2_PROBE_EVERY, VOXCELEB2_PROBES, CropSpec
 
 SCAN_CHUNK = 64  # frames decoded (and detected) at a time
 
@@ -27,8 +27,9 @@ class VideoScan:
 
   count: frames read (at 25 fps; at most ``max_frames``); height, width: frame size;
   first: uint8 ``[H, W, 3]`` first frame; detections: per-frame ``[K, 5]`` detector output
-  (crop "s3fd" only, else None); cache: read-only uint8 ``[count, H, W, 3]`` memmap of the
-  raw frames (only with a ``cache_dir``, else None).
+  (detector crops only, else None); cache: read-only uint8 ``[count, H, W, 3]`` memmap of the
+  raw frames (only with a ``cache_dir``, else None); probes: ``(index, frame)`` of one frame a
+  second (at most ``VOXCELEB2_PROBES``) for the "voxceleb2" crop's framing check, else empty.
   """
   count: int
   height: int
@@ -36,6 +37,7 @@ class VideoScan:
   first: np.ndarray
   detections: list | None = None
   cache: np.ndarray | None = None
+  probes: list = dataclasses.field(default_factory=list)
 
   @property
   def frame_size(self) -> tuple[int, int]:
@@ -48,16 +50,18 @@ def scan_video(video: str, crop: CropSpec, *, detector: Any = None, max_frames: 
 
   Args:
     video: any video file (resampled to 25 fps by timestamp).
-    crop: the crop; for "s3fd" every frame goes through ``detector.detect``.
-    detector: a ``FaceDetector`` (anything with ``.detect(frames, batch_size)``), "s3fd" only.
+    crop: the crop; for detector crops every frame goes through ``detector.detect``.
+    detector: a face detector (anything with ``.detect(frames, batch_size)``, e.g.
+      ``face_detection.create_detector``), detector crops only.
     cache_dir: if given, the raw frames are written to ``cache_dir/frames.raw`` and mapped
       back as ``VideoScan.cache`` (the caller owns the directory).
   Raises:
     FileNotFoundError, video_io.MediaFileError: the video cannot be read.
   """
   if crop.needs_detector and detector is None:
-    raise ValueError("crop s3fd needs a face detector (FaceDetector.from_checkpoint)")
+    raise ValueError(f"crop {crop.kind} needs a face detector (face_crops.load_detector)")
   detections = [] if crop.needs_detector else None
+  probes = []
   cache_path = os.path.join(cache_dir, "frames.raw") if cache_dir is not None else None
   first, count, cache_file = None, 0, None
   bar = tqdm.tqdm(total=max_frames, unit="frame", disable=not progress, leave=False,
@@ -72,6 +76,9 @@ def scan_video(video: str, crop: CropSpec, *, detector: Any = None, max_frames: 
       if cache_path is not None:
         cache_file = cache_file or open(cache_path, "wb")
         cache_file.write(np.ascontiguousarray(chunk).tobytes())
+      if crop.kind == "voxceleb2":
+        probes += [(count + i, chunk[i].copy()) for i in range(len(chunk))
+                   if (count + i) % VOXCELEB2_PROBE_EVERY == 0][:VOXCELEB2_PROBES - len(probes)]
       count += len(chunk)
       bar.update(len(chunk))
   finally:
@@ -84,7 +91,7 @@ def scan_video(video: str, crop: CropSpec, *, detector: Any = None, max_frames: 
   cache = None
   if cache_path is not None:
     cache = np.memmap(cache_path, np.uint8, "r", shape=(count, height, width, 3))
-  return VideoScan(count, height, width, first, detections, cache)
+  return VideoScan(count, height, width, first, detections, cache, probes)
 
 
 def frame_at(video: str, scan: VideoScan, index: int) -> np.ndarray:

@@ -40,26 +40,43 @@ class FramePlan:
   """Output frames ``0..total-1`` and the source frame and face box each one shows.
 
   boxes: ``[scan.count, 4]`` face box of each source frame; looped: the video plays back and
-  forth (:func:`pingpong_index`) because the audio is longer.
+  forth (:func:`pingpong_index`) because the audio is longer; found: ``[scan.count]`` bool,
+  False for source frames without a face (``no_face="passthrough"``: written unchanged).
   """
   video: str
   scan: VideoScan
   boxes: np.ndarray
   total: int
   looped: bool
+  found: np.ndarray | None = None
+
+  def __post_init__(self):
+    if self.found is None:
+      self.found = np.ones(len(self.boxes), bool)
 
   @classmethod
   def create(cls, video: str, scan: VideoScan, crop: face_crops.CropSpec, audio_frames: int,
              loop_video: bool) -> "FramePlan":
     """As many frames as the audio covers, or as the video has unless ``loop_video``."""
     total = audio_frames if loop_video else min(scan.count, audio_frames)
-    boxes = face_crops.frame_boxes(crop, scan.frame_size, scan.count, scan.detections,
-                                   needed=min(total, scan.count), source=video)
-    return cls(video, scan, boxes, total, total > scan.count)
+    boxes, found = face_crops.frame_boxes_and_found(
+        crop, scan.frame_size, scan.count, scan.detections, needed=min(total, scan.count),
+        source=video)
+    return cls(video, scan, boxes, total, total > scan.count, found)
 
   def source(self, k: np.ndarray | int) -> np.ndarray:
     """Source frame index (int64) of output frame(s) ``k``."""
     return pingpong_index(k, self.scan.count) if self.looped else np.asarray(k)
+
+  @property
+  def passed_through(self) -> int:
+    """Output frames whose source frame has no face (written unchanged in cross mode)."""
+    return int(np.count_nonzero(~self.found[self.source(np.arange(self.total))]))
+
+  def nearest_face(self, src: int) -> int:
+    """``src`` if that source frame has a face, else the closest one that has."""
+    faces = np.flatnonzero(self.found)
+    return int(faces[np.argmin(np.abs(faces - src))])
 
   def chunks(self, batch: int, pixels: bool = True) -> Iterator[tuple[np.ndarray, Any]]:
     """``(ks, frames)`` for consecutive output frames ``ks`` (at most ``batch``).
