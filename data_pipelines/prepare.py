@@ -28,6 +28,8 @@ Policies (each skipped clip gets a line in ``failures.jsonl``; one bad file neve
     (``input_pipeline.clip_is_trainable``; >= 10 frames at 25 fps); shorter clips are skipped.
   * S3FD finds no face in some frames: skipped naming the frames (``--no_face error``), or
     boxes filled from neighbouring frames (``--no_face nearest|interpolate``).
+  * voxceleb2/box crops: no face found by the bundled detector in any frame sampled once a
+    second: skipped ("no face found"; ``--face_check none`` keeps such clips).
   * duplicate clip ids (same path with two extensions): the later ones are skipped.
 
 Resuming: re-running with the same ``--out_dir`` skips every clip listed in the manifest (written
@@ -48,7 +50,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from data_pipelines import face_crops, shards
+from data_pipelines import face_check, face_crops, shards
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".flv", ".m4v", ".mpg", ".mpeg")
 MANIFEST = "manifest.json"
@@ -75,6 +77,7 @@ class PrepareOptions:
   jpeg_quality: int = shards.JPEG_QUALITY
   keep_silent: bool = False
   silence_dbfs: float = -60.0
+  face_check: bool = True  # fixed crops: skip clips with no face in any sampled frame
 
   def record_settings(self) -> dict:
     """Settings that must agree between runs writing into one output directory."""
@@ -114,8 +117,12 @@ def _clip_id(relative_path: str) -> str:
   return os.path.splitext(relative_path)[0].replace(os.sep, "/")
 
 
-def process_video(path: str, clip_id: str, options: PrepareOptions, detector=None) -> bytes:
-  """One video -> serialized clip record. Raises with a specific message when it cannot be used."""
+def process_video(path: str, clip_id: str, options: PrepareOptions, detector=None,
+                  face_checker=None) -> bytes:
+  """One video -> serialized clip record. Raises with a specific message when it cannot be used.
+
+  ``face_checker``: a face detector; the clip is refused when it finds no face in any sampled
+  frame (``face_check.FaceCheck``)."""
   from data_pipelines import audio, crops, video_io  # pylint: disable=import-outside-toplevel
   from data_pipelines.input_pipeline import clip_is_trainable  # pylint: disable=import-outside-toplevel
   wav = audio.load_audio(path)
@@ -133,7 +140,10 @@ def process_video(path: str, clip_id: str, options: PrepareOptions, detector=Non
       frame_size = chunk.shape[1:3]
     per_frame_boxes = face_crops.frame_boxes(spec, frame_size, len(detections), detections)
   frames_jpeg, boxes = [], []
+  check = face_check.FaceCheck(face_checker, options.fps) if face_checker is not None else None
   for chunk in video_io.iter_video_chunks(path, fps=options.fps):
+    if check is not None:
+      check.add(chunk)
     if per_frame_boxes is not None:
       chunk_boxes = per_frame_boxes[len(boxes):len(boxes) + len(chunk)]
     else:
@@ -141,6 +151,8 @@ def process_video(path: str, clip_id: str, options: PrepareOptions, detector=Non
     pixels = crops.crop_uint8(chunk, chunk_boxes, size=options.image_size)
     frames_jpeg.extend(shards.encode_jpeg(frame, options.jpeg_quality) for frame in pixels)
     boxes.extend(chunk_boxes)
+  if check is not None:
+    check.verify()
   if not clip_is_trainable(len(frames_jpeg), mel.shape[0], options.fps, options.window):
     raise ClipSkipped(f"too short: {len(frames_jpeg)} frames and {len(wav) / audio.SAMPLE_RATE:.2f}"
                       f" s of audio; training needs a {options.window}-frame window with audio "
@@ -161,13 +173,16 @@ _WORKER: dict = {}
 def _init_worker(options: PrepareOptions) -> None:
   _WORKER["options"] = options
   _WORKER["detector"] = face_crops.load_detector(options.crop, options.s3fd_weights)
+  _WORKER["face_checker"] = face_check.make_detector(options.face_check, options.crop,
+                                                     options.s3fd_weights)
 
 
 def _run_job(job: tuple[str, str]) -> tuple[str, str, bytes | None, str | None]:
   """(path, clip_id) -> (path, clip_id, record or None, failure reason or None)."""
   path, clip_id = job
   try:
-    return path, clip_id, process_video(path, clip_id, _WORKER["options"], _WORKER["detector"]), None
+    workers = (_WORKER["options"], _WORKER["detector"], _WORKER["face_checker"])
+    return path, clip_id, process_video(path, clip_id, *workers), None
   except Exception as error:  # any failure of one clip is recorded, never fatal to the run
     reason = f"{type(error).__name__}: {error}".replace("\n", " ")
     return path, clip_id, None, reason
@@ -241,6 +256,10 @@ def prepare(input_path: str, out_dir: str, options: PrepareOptions = PrepareOpti
                                           and os.path.isfile(options.s3fd_weights)):
     raise FileNotFoundError(f"--crop s3fd needs --s3fd_weights FILE (got {options.s3fd_weights!r}); "
                             "supply the S3FD checkpoint (e.g. Wav2Lip's s3fd.pth) yourself")
+  face_check.make_detector(options.face_check, options.crop, options.s3fd_weights)  # fail early
+  videos = find_videos(input_path, root, video_ext)  # a bad --input creates no --out_dir
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise NotADirectoryError(f"--out_dir {out_dir} is a file; give a directory for the shards")
   os.makedirs(out_dir, exist_ok=True)
   for name in os.listdir(out_dir):
     if name.startswith(shards.TMP_PREFIX):  # leftovers of an interrupted run
@@ -248,7 +267,7 @@ def prepare(input_path: str, out_dir: str, options: PrepareOptions = PrepareOpti
   manifest = Manifest(out_dir, {**options.record_settings(), "format": format}, retry_failed)
   done = manifest.done_ids()
   jobs, seen = [], set()
-  for path, clip_id in find_videos(input_path, root, video_ext):
+  for path, clip_id in videos:
     if clip_id in seen:
       manifest.add_failure(clip_id, path, "duplicate clip id: another input has the same path "
                            "without extension; rename one of them")
@@ -303,7 +322,7 @@ def _int_tuple(text: str) -> tuple[int, ...]:
   try:
     values = tuple(int(v) for v in text.split(","))
   except ValueError:
-    raise argparse.ArgumentTypeError(f"expected 4 comma-separated integers, got {text!r}")
+    values = ()
   if len(values) != 4:
     raise argparse.ArgumentTypeError(f"expected 4 comma-separated integers, got {text!r}")
   return values
@@ -336,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
   add("--window", type=int, default=5, help="training window length used by the too-short check")
   add("--jpeg_quality", type=int, default=shards.JPEG_QUALITY, help="JPEG quality of the crops")
   add("--keep_silent", action="store_true", help="keep clips whose audio is silent")
+  add("--face_check", choices=("auto", "none"), default="auto", help="voxceleb2/box crops: skip "
+      "clips where the bundled face detector finds no face in any frame sampled once a second")
   add("--silence_dbfs", type=float, default=-60.0, help="peak level at or below which audio "
       "counts as silent")
   add("--format", choices=sorted(shards.FORMATS), default="tfrecord", help="shard file format")
@@ -347,7 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # user errors: one ``error:`` line
+  from diff2lip_jax import cli  # pylint: disable=import-outside-toplevel
+  return cli.run(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   if args.crop == "box" and args.box is None:
@@ -361,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   options = PrepareOptions(
       crop=crop, s3fd_weights=args.s3fd_weights, image_size=args.size, fps=args.fps,
       window=args.window, jpeg_quality=args.jpeg_quality, keep_silent=args.keep_silent,
-      silence_dbfs=args.silence_dbfs)
+      silence_dbfs=args.silence_dbfs, face_check=args.face_check == "auto")
   summary = prepare(args.input, args.out_dir, options, num_workers=args.num_workers,
                     clips_per_shard=args.clips_per_shard, format=args.format, root=args.root,
                     video_ext=args.video_ext, retry_failed=args.retry_failed,
