@@ -170,3 +170,20 @@ def test_sigterm_mid_run_removes_partial_output_and_frame_cache(tiny_checkpoint,
   assert "interrupted by SIGTERM" in err and "Traceback" not in err, err
   assert list(out_dir.iterdir()) == []
   assert list(private_tmp.iterdir()) == []
+
+
+def test_evaluate_and_lipsync_score_user_errors_are_one_line(inputs, tmp_path, capsys):
+  from diff2lip_jax.evaluation import evaluate, lipsync_score
+  (tmp_path / "file").write_text("x")
+  video = str(inputs / "face.mp4")
+  runs = [(evaluate.main, ["--pairs", str(tmp_path / "missing.txt")], "missing.txt"),
+          (evaluate.main, ["--generated", video, "--out", video], "is the input"),
+          (evaluate.main, ["--generated", video, "--out", str(tmp_path / "file" / "r.json")],
+           "is a file, not a directory"),
+          (lipsync_score.main, ["--checkpoint", str(tmp_path / "none")], "does not exist"),
+          (lipsync_score.main, ["--checkpoint", str(tmp_path / "none"), "--out",
+                                str(tmp_path / "file" / "r.json")], "is a file")]
+  for main, argv, message in runs:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err, err

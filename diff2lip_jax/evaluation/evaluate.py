@@ -253,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """The CLI; a user error (a missing --pairs file, a bad --out) is one ``error:`` line."""
+  from diff2lip_jax import cli
+  return cli.run(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   pairs: list[tuple[str, str | None]] = []
@@ -268,6 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   pairs += list(zip(args.generated, args.reference or [None] * len(args.generated)))
   if not pairs:
     parser.error("give --generated videos or --pairs")
+  if args.out:  # checked before any video is scored
+    from diff2lip_jax.inference import outputs
+    outputs.check_output(args.out, [p for pair in pairs for p in pair if p], overwrite=True)
+    outputs.make_parent(args.out)
   from data_pipelines import face_crops
   try:
     crop = face_crops.parse_crop(args.crop)
