@@ -204,15 +204,40 @@ def frame_mel_windows(mel: np.ndarray, num_frames: int, fps: float = VIDEO_FPS,
   if num_frames < 0:
     raise ValueError(f"num_frames must be >= 0, got {num_frames}")
   starts = mel_window_starts(0, num_frames, fps, context_frames, mel_steps_per_second)
-  if pad_end and starts.size:
-    needed = int(starts[-1]) + window_steps - mel.shape[0]
-    if needed > 0:
-      mel = np.concatenate([mel, np.repeat(mel[-1:], needed, axis=0)], axis=0)
+  if pad_end:
+    mel = pad_mel_to_frames(mel, num_frames, fps, window_steps, mel_steps_per_second,
+                            context_frames)
   starts = starts[starts + window_steps <= mel.shape[0]]
   if not starts.size:
     return np.zeros((0, mel.shape[1], window_steps), np.float32)
   rows = starts[:, None] + np.arange(window_steps)[None, :]
   return np.ascontiguousarray(mel[rows].transpose(0, 2, 1))
+
+
+def pad_mel_to_frames(mel: np.ndarray, num_frames: int, fps: float = VIDEO_FPS,
+                      window_steps: int = MEL_WINDOW_STEPS,
+                      mel_steps_per_second: float = MEL_STEPS_PER_SECOND,
+                      context_frames: int = 2) -> np.ndarray:
+  """``mel [M, 80]`` extended by repeating its last row until frames ``0..num_frames-1`` all
+  get a whole per-frame window (unchanged when they already do; existing rows never change).
+
+  The last frames of a clip have windows centred on them, so the final ~0.1 s of speech would
+  otherwise have no frame: this is how the whole speech track gets frames.
+  """
+  mel = _check_mel(mel)
+  if num_frames <= 0:
+    return mel
+  last = mel_window_starts(num_frames - 1, num_frames, fps, context_frames, mel_steps_per_second)
+  needed = int(last[0]) + window_steps - mel.shape[0]
+  if needed <= 0:
+    return mel
+  return np.concatenate([mel, np.repeat(mel[-1:], needed, axis=0)], axis=0)
+
+
+def frames_spanned(num_samples: int, sample_rate: float, fps: float = VIDEO_FPS) -> int:
+  """Video frames at ``fps`` needed to show ``num_samples`` of audio: ceil(duration * fps)."""
+  frames = num_samples * fps / sample_rate
+  return int(np.ceil(frames - 1e-6))  # a duration of exactly k frames needs k, not k + 1
 
 
 def _check_mel(mel: np.ndarray) -> np.ndarray:

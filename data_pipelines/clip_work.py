@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from data_pipelines import crops, face_crops, shards
+from data_pipelines import crops, face_check, face_crops, shards
 
 # Curation (and the JAX it loads) is imported only where it is used: workers of runs without
 # curation start without it (~3 CPU-s less per worker process).
@@ -54,6 +54,7 @@ class PrepareOptions:
   curation: "curation.CurationConfig | None" = None
   sync_measurer: str = "syncnet_v2"
   sync_weights: str | None = None
+  face_check: bool = True  # fixed crops: skip clips with no face in any sampled frame
 
   def record_settings(self) -> dict:
     """Settings that must agree between runs writing into one output directory."""
@@ -91,6 +92,7 @@ def check_options(options: PrepareOptions) -> None:
       raise FileNotFoundError(f"--curate_sync with the {options.sync_measurer} measurer needs "
                               f"--sync_weights FILE (got {options.sync_weights!r}), e.g. "
                               "syncnet_python's syncnet_v2.model; or --no_curate_sync")
+  face_check.make_detector(options.face_check, options.crop, options.s3fd_weights)
 
 
 def load_checked_audio(path: str, options: PrepareOptions) -> np.ndarray:
@@ -147,9 +149,10 @@ def _detections(path: str, options: PrepareOptions, detector: Any) -> tuple[list
   return detections, frame_size
 
 
-def _boxed_chunks(path: str, options: PrepareOptions,
-                  detector: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """Streams ``(frames, crop boxes)`` chunks of a video (bounded memory)."""
+def _boxed_chunks(path: str, options: PrepareOptions, detector: Any,
+                  check: Any = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """Streams ``(frames, crop boxes)`` chunks of a video (bounded memory); ``check``
+  (``face_check.FaceCheck``) sees every chunk and verifies the clip at its end."""
   from data_pipelines import video_io  # pylint: disable=import-outside-toplevel
   spec, per_frame_boxes = options.crop, None
   if spec.needs_detector:
@@ -162,13 +165,22 @@ def _boxed_chunks(path: str, options: PrepareOptions,
     else:
       chunk_boxes = face_crops.frame_boxes(spec, chunk.shape[1:3], len(chunk))
     done += len(chunk)
+    if check is not None:
+      check.add(chunk)
     yield chunk, chunk_boxes
+  if check is not None:
+    check.verify()
 
 
-def process_video(path: str, clip_id: str, options: PrepareOptions, detector=None) -> bytes:
-  """One video -> serialized clip record. Raises with a specific message when it cannot be used."""
+def process_video(path: str, clip_id: str, options: PrepareOptions, detector=None,
+                  face_checker=None) -> bytes:
+  """One video -> serialized clip record. Raises with a specific message when it cannot be used.
+
+  ``face_checker``: a face detector; the clip is refused when it finds no face in any sampled
+  frame (``face_check.FaceCheck``)."""
   wav = load_checked_audio(path, options)
-  return encode_clip(clip_id, _boxed_chunks(path, options, detector), wav, options, path)
+  check = face_check.FaceCheck(face_checker, options.fps) if face_checker is not None else None
+  return encode_clip(clip_id, _boxed_chunks(path, options, detector, check), wav, options, path)
 
 
 def curated_records(path: str, clip_id: str, options: PrepareOptions, detector: Any,
@@ -236,13 +248,15 @@ class ClipWorker:
     self.options = options
     self.detector = face_crops.load_detector(options.crop, options.s3fd_weights)
     self.measurer = load_measurer(options)
+    self.face_checker = face_check.make_detector(options.face_check, options.crop,
+                                                 options.s3fd_weights)
 
   def process(self, path: str, clip_id: str) -> ClipResult:
     """Never raises for a bad clip: the failure is returned with its reason."""
     try:
       if self.options.curation is None:
-        return ClipResult(path, clip_id, [(clip_id, process_video(path, clip_id, self.options,
-                                                                   self.detector))])
+        return ClipResult(path, clip_id, [(clip_id, process_video(
+            path, clip_id, self.options, self.detector, self.face_checker))])
       records, decision = curated_records(path, clip_id, self.options, self.detector,
                                           self.measurer)
     except Exception as error:  # any failure of one clip is recorded, never fatal to the run

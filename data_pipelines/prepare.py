@@ -28,6 +28,8 @@ Policies (each skipped clip gets a line in ``failures.jsonl``; one bad file neve
     (``input_pipeline.clip_is_trainable``; >= 10 frames at 25 fps); shorter clips are skipped.
   * S3FD finds no face in some frames: skipped naming the frames (``--no_face error``), or
     boxes filled from neighbouring frames (``--no_face nearest|interpolate``).
+  * voxceleb2/box crops: no face found by the bundled detector in any frame sampled once a
+    second: skipped ("no face found"; ``--face_check none`` keeps such clips).
   * duplicate clip ids (same path with two extensions): the later ones are skipped.
 
 Curation (``--curate``, off by default; ``data_pipelines.curation``): each clip is decoded whole,
@@ -97,10 +99,13 @@ def prepare(input_path: str, out_dir: str, options: PrepareOptions = PrepareOpti
             progress: bool = True) -> dict:
   """Processes every not-yet-finished video into shards; returns a summary dict (see module doc)."""
   check_options(options)
+  videos = find_videos(input_path, root, video_ext)  # a bad --input creates no --out_dir
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise NotADirectoryError(f"--out_dir {out_dir} is a file; give a directory for the shards")
   os.makedirs(out_dir, exist_ok=True)
   remove_temp_files(out_dir)
   manifest = Manifest(out_dir, {**options.record_settings(), "format": format}, retry_failed)
-  jobs, seen, done = pending_jobs(manifest, input_path, root, video_ext)
+  jobs, seen, done = pending_jobs(manifest, input_path, root, video_ext, videos)
   run = manifest.data["runs"]
   manifest.data["runs"] = run + 1
   summary = {"videos": len(seen), "already_done": len(seen & done), "written": 0, "failed": 0,
@@ -155,7 +160,7 @@ def _int_tuple(text: str) -> tuple[int, ...]:
   try:
     values = tuple(int(v) for v in text.split(","))
   except ValueError:
-    raise argparse.ArgumentTypeError(f"expected 4 comma-separated integers, got {text!r}")
+    values = ()
   if len(values) != 4:
     raise argparse.ArgumentTypeError(f"expected 4 comma-separated integers, got {text!r}")
   return values
@@ -189,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
   add("--window", type=int, default=5, help="training window length used by the too-short check")
   add("--jpeg_quality", type=int, default=shards.JPEG_QUALITY, help="JPEG quality of the crops")
   add("--keep_silent", action="store_true", help="keep clips whose audio is silent")
+  add("--face_check", choices=("auto", "none"), default="auto", help="voxceleb2/box crops: skip "
+      "clips where the bundled face detector finds no face in any frame sampled once a second")
   add("--silence_dbfs", type=float, default=-60.0, help="peak level at or below which audio "
       "counts as silent")
   add("--format", choices=sorted(shards.FORMATS), default="tfrecord", help="shard file format")
@@ -250,7 +257,12 @@ def _curation_config(args: argparse.Namespace) -> "curation.CurationConfig | Non
       shift_audio=args.curate_shift_audio, fps=args.fps)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # user errors: one ``error:`` line
+  from diff2lip_jax import cli  # pylint: disable=import-outside-toplevel
+  return cli.run(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
   parser = build_parser()
   args, pipeline_args = parser.parse_known_args(argv)
   if pipeline_args and args.engine != "beam":
@@ -268,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       crop=crop, s3fd_weights=args.s3fd_weights, image_size=args.size, fps=args.fps,
       window=args.window, jpeg_quality=args.jpeg_quality, keep_silent=args.keep_silent,
       silence_dbfs=args.silence_dbfs, curation=curation_config,
-      sync_measurer=args.sync_measurer, sync_weights=args.sync_weights)
+      sync_measurer=args.sync_measurer, sync_weights=args.sync_weights,
+      face_check=args.face_check == "auto")
   common = {"clips_per_shard": args.clips_per_shard, "format": args.format, "root": args.root,
             "video_ext": args.video_ext, "retry_failed": args.retry_failed}
   if args.engine == "beam":

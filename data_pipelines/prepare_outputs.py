@@ -117,13 +117,16 @@ def remove_temp_files(out_dir: str) -> None:
       os.remove(os.path.join(out_dir, name))
 
 
-def pending_jobs(manifest: Manifest, input_path: str, root: str | None,
-                 video_ext: str) -> tuple[list[tuple[str, str]], set[str], set[str]]:
+def pending_jobs(manifest: Manifest, input_path: str, root: str | None, video_ext: str,
+                 videos: list[tuple[str, str]] | None = None,
+                 ) -> tuple[list[tuple[str, str]], set[str], set[str]]:
   """``(jobs [(path, clip_id)] not yet done, every input clip id, the done ones)``; duplicate
-  ids are recorded as failures in ``manifest``."""
+  ids are recorded as failures in ``manifest``. ``videos``: ``find_videos``' result if known."""
   done = manifest.done_ids()
   jobs, seen = [], set()
-  for path, clip_id in find_videos(input_path, root, video_ext):
+  if videos is None:
+    videos = find_videos(input_path, root, video_ext)
+  for path, clip_id in videos:
     if clip_id in seen:
       manifest.add_failure(clip_id, path, DUPLICATE_ID)
       continue

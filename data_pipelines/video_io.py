@@ -227,10 +227,11 @@ def read_video(path: str | os.PathLike, fps: float | None = DEFAULT_FPS,
   return frames, info
 
 
-def read_audio_track(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-  """First audio stream of any media file as float32 mono ``[num_samples]`` and its sample rate.
+def read_audio_track(path: str | os.PathLike, mono: bool = True) -> tuple[np.ndarray, int]:
+  """First audio stream of any media file as float32 ``[num_samples]`` and its sample rate.
 
-  Channels are averaged. Encoder padding after the stream's declared duration is trimmed.
+  mono: channels are averaged; False: ``[num_samples, channels]`` as stored (to keep stereo).
+  Encoder padding after the stream's declared duration is trimmed.
   Raises:
     FileNotFoundError, MediaFileError, NoAudioStreamError, and MediaFileError if the track is empty.
   """
@@ -244,18 +245,17 @@ def read_audio_track(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     pieces: list[np.ndarray] = []
     try:
       for frame in container.decode(stream):
-        for converted in to_float.resample(frame):
-          pieces.append(converted.to_ndarray().mean(axis=0, dtype=np.float32))
-      for converted in to_float.resample(None):
-        pieces.append(converted.to_ndarray().mean(axis=0, dtype=np.float32))
+        pieces.extend(converted.to_ndarray() for converted in to_float.resample(frame))
+      pieces.extend(converted.to_ndarray() for converted in to_float.resample(None))
     except av.FFmpegError as error:
       raise MediaFileError(path, f"decoding the audio failed ({error}); the file is probably "
                            "truncated or corrupt") from error
     sample_rate = stream.sample_rate or stream.codec_context.sample_rate
-    samples = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    planes = np.concatenate(pieces, axis=1) if pieces else np.zeros((1, 0), np.float32)
+    samples = planes.mean(axis=0, dtype=np.float32) if mono else planes.T
     if stream.duration and stream.time_base:
       declared = int(round(float(stream.duration * stream.time_base) * sample_rate))
-      if 0 < declared < samples.size:
+      if 0 < declared < len(samples):
         samples = samples[:declared]
   if samples.size == 0:
     raise MediaFileError(path, "audio stream is empty (zero samples)")

@@ -9,10 +9,19 @@
 
 CKPT is a directory written by `python -m diff2lip_jax.convert` or a training --workdir.
 Filelist lines follow the reference (`audio_name video_name`, '.mp4' added when a name has no
-extension); outputs are OUT/<audio>_<video>.mp4 with '/' replaced by '.'. Failed pairs are
-skipped, listed in OUT/failures.txt and summarised; the exit status is 1 if any failed.
+extension); names with spaces: separate the two names by a TAB, or use a .csv filelist
+(`"my speech.wav","my face.mp4"`); '#' lines are comments. Outputs are
+OUT/<audio>_<video>.mp4 with '/' replaced by '.'; pairs that would share an output name are
+refused before anything runs (listed). Failed pairs are skipped, listed in OUT/failures.txt
+and summarised; the exit status is 1 if any failed.
+
+Outputs: an output that is one of the inputs (also through a link) is refused; an existing
+output is replaced only with --overwrite; files appear only when complete. SIGTERM / Ctrl-C
+remove the partial output and the frame cache (exit status 143 / 130); leftovers of a killed
+run (.<name>.<pid>.<id>.partial.mp4, TMPDIR/diff2lip_frames_<pid>_*) are removed by the next
+run. Inputs are checked before the model is loaded.
 Exit status: 0 success, 1 an input or checkpoint could not be used (message on stderr),
-2 bad command line.
+2 bad command line, 130/143 interrupted.
 """
 from __future__ import annotations
 
@@ -40,11 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
   io.add_argument("--audio", help="speech: any file with an audio track (wav, mp3, a video)")
   io.add_argument("--out", help="output video path (.mp4)")
   batch = p.add_argument_group("filelist")
-  batch.add_argument("--filelist", help="text file with one 'audio video' pair per line")
+  batch.add_argument("--filelist", help="text file with one 'audio video' pair per line (TAB- "
+                     "separated when names contain spaces, or a .csv file)")
   batch.add_argument("--root", default=".", help="directory the filelist paths are relative to")
   batch.add_argument("--out_dir", help="directory for the outputs and failures.txt")
   batch.add_argument("--skip_existing", action="store_true",
                      help="leave pairs whose output already exists (outputs are atomic)")
+  batch.add_argument("--overwrite", action="store_true",
+                     help="replace existing outputs (--out or filelist outputs; never an input)")
   g = p.add_argument_group("generation")
   g.add_argument("--mode", choices=("cross", "reconstruction"), default="cross",
                  help="cross: every frame is the input; reconstruction: the first frame drives "
@@ -108,65 +120,113 @@ def _ints(text: str, count: int, name: str) -> tuple[int, ...]:
   return values
 
 
-def _resolve(root: pathlib.Path, name: str) -> pathlib.Path:
-  path = root / name
-  if not path.exists() and not path.suffix:
-    return root / (name + ".mp4")
-  return path
-
-
-def _output_name(audio_name: str, video_name: str) -> str:
-  strip = lambda n: os.path.splitext(n)[0] if os.path.splitext(n)[1] else n
-  return (strip(audio_name).replace("/", ".") + "_" + strip(video_name).replace("/", ".")
-          + ".mp4")
-
-
-def read_filelist(path: str) -> list[tuple[int, str, list[str]]]:
-  """``(line number, raw line, words)`` of each non-empty, non-comment line."""
-  with open(path, encoding="utf-8") as f:
-    return [(n, line.rstrip("\n"), line.split()) for n, line in enumerate(f, 1)
-            if line.strip() and not line.lstrip().startswith("#")]
-
-
 def _one_line(error: BaseException) -> str:
   text = " ".join(str(error).split())
   return f"{type(error).__name__}: {text}"
 
 
-def run_filelist(args, sampler, run_pair) -> int:
+def plan_filelist(args) -> tuple[list[tuple], list[str], int]:
+  """``(pairs to run, failure lines, skipped)``: every pair checked before the model is loaded.
+
+  Raises OutputPathError when pairs would share an output name (all such names listed).
+  """
+  from diff2lip_jax import inference
+  from diff2lip_jax.inference import filelist, outputs
+  entries = filelist.read_filelist(args.filelist)
+  clashes = filelist.collisions(entries)
+  if clashes:
+    raise outputs.OutputPathError(
+        f"{args.filelist}: {len(clashes)} output name(s) would be written by several pairs "
+        f"(outputs are <audio>_<video>.mp4): {'; '.join(clashes)}; remove the duplicates or "
+        "rename the files")
   out_dir = pathlib.Path(args.out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
   root = pathlib.Path(args.root)
-  entries = read_filelist(args.filelist)
-  written, skipped, failures = 0, 0, []
-  started = time.time()
-  for number, line, words in entries:
-    if len(words) != 2:
-      failures.append(f"line {number}: {line}\tmalformed: expected 'audio video', got "
-                      f"{len(words)} fields")
+  pairs, failures, skipped = [], [], 0
+  for entry in entries:
+    if len(entry.fields) != 2:
+      failures.append(f"line {entry.number}: {entry.line}\tmalformed: expected 'audio video', "
+                      f"got {len(entry.fields)} fields")
       continue
-    audio_name, video_name = words
-    out = out_dir / _output_name(audio_name, video_name)
+    audio_name, video_name = entry.fields
+    out = out_dir / entry.output_name
     if args.skip_existing and out.exists():
       skipped += 1
       continue
+    video, audio = filelist.resolve(root, video_name), filelist.resolve(root, audio_name)
     try:
-      result = run_pair(_resolve(root, video_name), _resolve(root, audio_name), out)
+      outputs.check_output(out, (video, audio), args.overwrite, flag="output")
+      inference.check_inputs(video, audio)
+    except (ValueError, OSError) as error:
+      failures.append(f"line {entry.number}: {audio_name} {video_name}\t{_one_line(error)}")
+      print(f"[{entry.number}] FAILED {audio_name} {video_name}: {_one_line(error)}",
+            file=sys.stderr)
+      continue
+    pairs.append((entry.number, video, audio, out))
+  return pairs, failures, skipped
+
+
+def run_filelist(args, planned: tuple[list[tuple], list[str], int], run_pair) -> int:
+  """Runs the planned pairs, writes OUT/failures.txt and prints the summary."""
+  from diff2lip_jax import inference
+  from diff2lip_jax.inference import outputs
+  pairs, failures, skipped = planned
+  total = len(pairs) + len(failures) + skipped
+  out_dir = pathlib.Path(args.out_dir)
+  outputs.make_parent(out_dir / "failures.txt")
+  written, started = 0, time.time()
+  for number, video, audio, out in pairs:
+    try:
+      result = run_pair(video, audio, out)
       written += 1
       if not args.quiet:
+        note = inference.length_note(result)
         print(f"[{number}] wrote {out} ({result.num_frames} frames, "
-              f"{result.frames_per_second:.1f} frames/s)", file=sys.stderr)
+              f"{result.passed_through} passed through, "
+              f"{result.frames_per_second:.1f} frames/s){'; ' + note if note else ''}",
+              file=sys.stderr)
     except Exception as error:  # noqa: BLE001 - a batch goes on past any bad pair
-      failures.append(f"line {number}: {audio_name} {video_name}\t{_one_line(error)}")
-      print(f"[{number}] FAILED {audio_name} {video_name}: {_one_line(error)}",
-            file=sys.stderr)
+      failures.append(f"line {number}: {audio} {video}\t{_one_line(error)}")
+      print(f"[{number}] FAILED {audio} {video}: {_one_line(error)}", file=sys.stderr)
   failures_path = out_dir / "failures.txt"
   temp = failures_path.with_name(f".failures.{os.getpid()}.partial")
   temp.write_text("".join(f + "\n" for f in failures), encoding="utf-8")
   os.replace(temp, failures_path)
-  print(f"{len(entries)} pairs: {written} written, {len(failures)} failed, {skipped} skipped "
+  print(f"{total} pairs: {written} written, {len(failures)} failed, {skipped} skipped "
         f"(existing) in {time.time() - started:.1f} s; failures: {failures_path}")
   return 1 if failures else 0
+
+
+def check_single(args) -> None:
+  """The one-pair inputs and output, checked before the model is loaded."""
+  from diff2lip_jax import inference
+  from diff2lip_jax.inference import outputs
+  outputs.check_output(args.out, (args.video, args.audio), args.overwrite)
+  inference.check_inputs(args.video, args.audio)
+
+
+def run_single(args, run_pair) -> int:
+  """Writes ``--out`` (its directory created, and removed again if the run fails)."""
+  from diff2lip_jax import inference
+  from diff2lip_jax.inference import outputs
+  out = pathlib.Path(args.out)
+  created = outputs.make_parent(out)
+  try:
+    result = run_pair(args.video, args.audio, out)
+  except (ValueError, OSError) as error:
+    outputs.remove_empty(created)
+    print(f"error: {error}", file=sys.stderr)
+    return 1
+  except BaseException:
+    outputs.remove_empty(created)
+    raise
+  looped = " (video looped)" if result.looped else ""
+  print(f"wrote {result.out_path}: {result.num_frames} frames at 25 fps{looped}, "
+        f"{result.passed_through} passed through unchanged (no face), "
+        f"{result.frames_per_second:.1f} frames/s end to end")
+  note = inference.length_note(result)
+  if note:
+    print(f"note: {note}", file=sys.stderr)
+  return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,47 +241,53 @@ def main(argv: Sequence[str] | None = None) -> int:
   elif pathlib.Path(args.out).suffix.lower() not in VIDEO_SUFFIXES:
     parser.error(f"--out must end in one of {', '.join(VIDEO_SUFFIXES)}, got {args.out!r}")
 
+  from diff2lip_jax.inference import outputs
+  try:
+    with outputs.terminate_cleanly():
+      return _generate(args)
+  except outputs.Terminated as stop:
+    print(f"error: {stop}; the partial output and frame cache were removed", file=sys.stderr)
+    return stop.exit_status
+
+
+def _generate(args) -> int:
   from data_pipelines import face_crops
   from diff2lip_jax import inference
+  from diff2lip_jax.inference import outputs
+  out_dir = args.out_dir if args.filelist else pathlib.Path(args.out).parent
+  for line in outputs.remove_stale([out_dir, args.cache_dir]):
+    print(line, file=sys.stderr)
   try:
     crop = inference.parse_crop(args.crop, pads=_ints(args.pads, 4, "--pads"),
                                 smooth_window=args.smooth_window, no_face=args.no_face,
                                 detector_batch_size=args.face_det_batch_size, aspect=args.aspect)
+    planned = plan_filelist(args) if args.filelist else check_single(args)
     detector = face_crops.load_detector(crop, args.s3fd_weights)
-    sampler = inference.Diff2LipSampler.from_checkpoint(
-        args.checkpoint, respacing=args.respacing, use_ddim=False if args.ddpm else None,
-        eta=args.eta, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype)
+    sampler = None
+    if not args.filelist or planned[0]:
+      sampler = inference.Diff2LipSampler.from_checkpoint(
+          args.checkpoint, respacing=args.respacing, use_ddim=False if args.ddpm else None,
+          eta=args.eta, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype)
   except (ValueError, OSError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
-  if not args.quiet:
+  if not args.quiet and sampler is not None:
     print(f"sampler: {sampler.describe()}", file=sys.stderr)
 
   def run_pair(video, audio, out):
     return inference.lip_sync_video(
         sampler, video, audio, out, mode=args.mode, ref_frame=args.ref_frame, crop=crop,
         detector=detector, loop_video=args.loop_video, resize_method=args.resize,
-        paste=args.paste, color_match=args.color_match, crf=args.crf, preset=args.preset, progress=not args.quiet,
-        cache_dir=args.cache_dir)
+        paste=args.paste, color_match=args.color_match, crf=args.crf, preset=args.preset,
+        progress=not args.quiet, cache_dir=args.cache_dir)
 
   if args.filelist:
     try:
-      return run_filelist(args, sampler, run_pair)
+      return run_filelist(args, planned, run_pair)
     except OSError as error:
       print(f"error: {error}", file=sys.stderr)
       return 1
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  try:
-    result = run_pair(args.video, args.audio, out)
-  except (ValueError, OSError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 1
-  looped = " (video looped)" if result.looped else ""
-  print(f"wrote {result.out_path}: {result.num_frames} frames at 25 fps{looped}, "
-        f"{result.passed_through} passed through unchanged (no face), "
-        f"{result.frames_per_second:.1f} frames/s end to end")
-  return 0
+  return run_single(args, run_pair)
 
 
 if __name__ == "__main__":

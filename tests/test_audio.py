@@ -65,6 +65,23 @@ def test_frame_mel_windows_indexing_and_padding(golden):
   assert audio.frame_mel_windows(mel[:10], num_frames=5).shape == (0, 80, 16)
 
 
+def test_padding_the_mel_gives_every_spanned_frame_a_window(golden):
+  mel = golden["mel"]
+  seconds = (len(mel) - 1) / 80.0  # the golden's audio length (1 + samples // 200 rows)
+  frames = audio.frames_spanned(int(round(seconds * 16000)), 16000)
+  assert frames == int(np.ceil(seconds * 25 - 1e-6)) > audio.count_mel_windows(mel)
+  padded = audio.pad_mel_to_frames(mel, frames)
+  np.testing.assert_array_equal(padded[:len(mel)], mel)  # existing rows never change
+  np.testing.assert_array_equal(padded[len(mel):], np.repeat(mel[-1:], len(padded) - len(mel), 0))
+  assert audio.count_mel_windows(padded) >= frames
+  assert audio.count_mel_windows(padded[:-1]) < frames  # no more rows than needed
+  np.testing.assert_array_equal(audio.mel_windows(padded, 0, frames),
+                                audio.frame_mel_windows(mel, frames, pad_end=True))
+  assert len(audio.pad_mel_to_frames(mel, 3)) == len(mel)  # already covered: unchanged
+  assert [audio.frames_spanned(n, 16000) for n in (640, 641, 16000, 16001, 1)] == [1, 2, 25, 26, 1]
+  assert audio.frames_spanned(44100, 44100) == 25
+
+
 def test_sync_mel_window(golden):
   mel = golden["mel"]
   np.testing.assert_array_equal(audio.sync_mel_window(mel, 10), mel[32:48].T)

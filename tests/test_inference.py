@@ -34,6 +34,12 @@ def test_mel_windows_chunk_by_chunk_equal_the_reference_windows():
     inference.mel_windows(mel, 0, len(expected) + 1)
 
 
+def _speech_frames(path) -> int:
+  """Frames (25 fps) the audio track of ``path`` spans."""
+  samples, rate = video_io.read_audio_track(path)
+  return audio.frames_spanned(len(samples), rate)
+
+
 def test_pingpong_covers_the_video_back_and_forth():
   assert inference.pingpong_index(np.arange(9), 3).tolist() == [0, 1, 2, 1, 0, 1, 2, 1, 0]
   assert inference.pingpong_index(np.arange(3), 1).tolist() == [0, 0, 0]
@@ -124,8 +130,9 @@ def test_cross_mode_regenerates_only_the_mouth_and_plays(sampler, face_video, tm
   speech = face_clip(6, 24).wav  # shorter than the video: 24 frames of audio
   result = inference.lip_sync_video(sampler, video, write_wav(tmp_path / "s.wav", speech),
                                     tmp_path / "out.mp4", crf=0, preset="ultrafast")
-  expected = len(audio.frame_mel_windows(audio.melspectrogram(speech), 100))
-  assert result.num_frames == expected and 18 < expected < 24 and not result.looped
+  expected = 24  # every frame the speech spans: the last windows are padded, none dropped
+  assert result.num_frames == expected and not result.looped
+  assert inference.length_note(result).startswith("the video is longer than the speech")
   out, info = video_io.read_video(result.out_path)
   assert out.shape == (expected, FULL, FULL, 3) and info.has_audio
   fps, duration, audio_seconds = _streams(result.out_path)
@@ -142,7 +149,7 @@ def test_reconstruction_mode_drives_the_first_frame(sampler, face_video, tmp_pat
   result = inference.lip_sync_video(sampler, video, video, tmp_path / "recon.mp4",
                                     mode="reconstruction", crf=0, preset="ultrafast")
   out, _ = video_io.read_video(result.out_path)
-  own_audio = len(audio.frame_mel_windows(clip.mel, 100))
+  own_audio = _speech_frames(video)
   assert result.ref_index == 0 and len(out) == result.num_frames == min(30, own_audio)
   keep = mouth_region_mask(FULL, FULL, voxceleb2_box(FULL, FULL))
   first = lossless_round_trip(decoded[:1], tmp_path)[0]
@@ -174,7 +181,7 @@ def test_loop_video_plays_back_and_forth_to_cover_the_audio(sampler, face_video,
                                     tmp_path / "loop.mp4", loop_video=True, crf=0,
                                     preset="ultrafast", cache_dir=str(tmp_path))
   assert result.looped and result.video_frames == 30
-  assert result.num_frames == len(audio.frame_mel_windows(audio.melspectrogram(speech), 100)) > 60
+  assert result.num_frames == 70  # the speech's 70 frames, the last ones included
   out, _ = video_io.read_video(result.out_path)
   keep = mouth_region_mask(FULL, FULL, voxceleb2_box(FULL, FULL))
   baseline = lossless_round_trip(decoded, tmp_path)
@@ -183,13 +190,30 @@ def test_loop_video_plays_back_and_forth_to_cover_the_audio(sampler, face_video,
   assert [p.name for p in tmp_path.iterdir() if "diff2lip_frames" in p.name] == []
 
 
+def test_stereo_speech_longer_than_the_video_is_kept_and_reported(sampler, face_video,
+                                                                  tmp_path):
+  video, _, _ = face_video  # 30 frames
+  left = face_clip(13, 40).wav[:40 * 640]
+  stereo = np.stack([left, -0.5 * left], axis=1)  # two different channels, 1.6 s
+  result = inference.lip_sync_video(sampler, video, write_wav(tmp_path / "st.wav", stereo),
+                                    tmp_path / "st.mp4", preset="ultrafast")
+  assert (result.num_frames, result.video_frames, result.audio_frames) == (30, 30, 40)
+  assert inference.length_note(result) == (
+      "the speech lasts 1.60 s, the video 1.20 s: the last 0.40 s of speech were cut; pass "
+      "--loop_video to cover the whole speech")
+  samples, rate = video_io.read_audio_track(result.out_path, mono=False)
+  assert samples.shape[1] == 2 and len(samples) / rate == pytest.approx(1.2, abs=0.01)
+  assert np.corrcoef(samples[:, 0], samples[:, 1])[0, 1] < -0.95  # channels not mixed
+  np.testing.assert_allclose(samples[1000:-1000, 1], -0.5 * samples[1000:-1000, 0], atol=0.05)
+
+
 def test_grayscale_odd_sized_and_variable_rate_videos(sampler, tmp_path):
   clip = face_clip(9, 30, full=95)
   gray = clip.full_frames.mean(-1).astype(np.uint8)
   path = video_io.write_video(tmp_path / "gray.mp4", gray, audio=clip.wav, audio_sr=16000)
   result = inference.lip_sync_video(sampler, path, path, tmp_path / "g.mp4", preset="ultrafast")
   out, _ = video_io.read_video(result.out_path)
-  own_audio = len(audio.frame_mel_windows(clip.mel, 100))
+  own_audio = _speech_frames(path)
   assert out.shape == (own_audio, 96, 96, 3)
   # Variable frame rate: frames shown at irregular times are resampled to 25 fps.
   square = face_clip(10, 30).full_frames
@@ -228,7 +252,7 @@ def test_face_detector_boxes_and_frames_without_a_face(sampler, face_video, tmp_
   filled = inference.parse_crop("s3fd", no_face="nearest")
   result = inference.lip_sync_video(sampler, video, video, tmp_path / "f.mp4", crop=filled,
                                     detector=StubDetector(box, missing=(3,)), preset="ultrafast")
-  assert result.num_frames == len(audio.frame_mel_windows(face_video[2].mel, 100))
+  assert result.num_frames == min(30, _speech_frames(video))
 
 
 def test_a_failure_while_writing_leaves_no_file(sampler, face_video, tmp_path, monkeypatch):

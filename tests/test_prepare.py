@@ -123,19 +123,21 @@ def bad_inputs(synthetic_videos, tmp_path_factory):
   _write(root / "no_audio.mp4", clip.frames[:20])
   _write(root / "silent.mp4", clip.frames[:20], np.zeros(12800, np.float32))
   _write(root / "short.mp4", clip.frames[:8], clip.wav[:5120])
+  _write(root / "no_face.mp4", np.full((40, FULL_SIZE, FULL_SIZE, 3), 90, np.uint8),
+         clip.wav[:40 * 640])  # speech over a blank picture: no mouth to learn from
   return root
 
 
 EXPECTED_REASONS = {"truncated": "truncated", "garbage": "cannot be opened",
                     "no_audio": "no audio stream", "silent": "silent audio",
-                    "short": "too short"}
+                    "short": "too short", "no_face": "no face found"}
 
 
 def test_bad_inputs_are_skipped_with_reasons_and_resuming_skips_finished_clips(bad_inputs,
                                                                                 tmp_path):
   out = tmp_path / "out"
   summary = prepare.prepare(str(bad_inputs), str(out), num_workers=0, progress=False)
-  assert (summary["written"], summary["failed"]) == (2, 5)
+  assert (summary["written"], summary["failed"]) == (2, 6)
   assert sorted(_read_clips(out)) == ["good", "vidéo/клип ü"]
   failures = _failures(out)
   assert failures.keys() == EXPECTED_REASONS.keys()
@@ -143,7 +145,7 @@ def test_bad_inputs_are_skipped_with_reasons_and_resuming_skips_finished_clips(b
     assert fragment in failures[clip_id], failures[clip_id]
   # Second run: everything is finished (written or failed), nothing is redone.
   again = prepare.prepare(str(bad_inputs), str(out), num_workers=0, progress=False)
-  assert (again["already_done"], again["written"], again["failed"], again["shards"]) == (7, 0, 0, [])
+  assert (again["already_done"], again["written"], again["failed"], again["shards"]) == (8, 0, 0, [])
   # A new video is processed into a new shard; the old shard stays untouched.
   shutil.copy(bad_inputs / "good.mp4", bad_inputs / "new.mp4")
   try:
@@ -156,7 +158,7 @@ def test_bad_inputs_are_skipped_with_reasons_and_resuming_skips_finished_clips(b
   # Failed clips are retried on request; the silent one is kept with --keep_silent.
   retry = prepare.prepare(str(bad_inputs), str(out), prepare.PrepareOptions(keep_silent=True),
                           num_workers=0, progress=False, retry_failed=True)
-  assert (retry["written"], retry["failed"]) == (1, 4)
+  assert (retry["written"], retry["failed"]) == (1, 5)
   assert "silent" in _read_clips(out) and "silent" not in _failures(out)
 
 
@@ -244,3 +246,38 @@ def test_face_detector_boxes_and_missing_face_policy(synthetic_videos):
     prepare.process_video(path, "c", options, _StubDetector(missing=[3]))
   filled = prepare.PrepareOptions(crop=CropSpec("s3fd", no_face="nearest"))
   assert shards.parse_clip(prepare.process_video(path, "c", filled, _StubDetector([3]))).num_frames == 40
+
+
+def test_no_face_check_names_the_frames_and_can_be_disabled(synthetic_videos, tmp_path):
+  _, truth = synthetic_videos
+  blank = tmp_path / "in" / "blank.mp4"
+  _write(blank, np.full((60, FULL_SIZE, FULL_SIZE, 3), 90, np.uint8),
+         truth["clip_00000"].wav[:60 * 640])
+  from data_pipelines import face_check, face_detection
+  detector = face_detection.create_detector("hog")
+  with pytest.raises(face_check.NoFaceInClipError, match=r"3 sampled frames .*0, 25, 50"):
+    prepare.process_video(str(blank), "b", prepare.PrepareOptions(), face_checker=detector)
+  kept = prepare.process_video(str(blank), "b", prepare.PrepareOptions(), face_checker=None)
+  assert shards.parse_clip(kept).num_frames == 60
+  assert prepare.main(["--input", str(blank.parent), "--out_dir", str(tmp_path / "o"),
+                       "--quiet", "--num_workers", "0", "--face_check", "none"]) == 0
+  assert sorted(_read_clips(tmp_path / "o")) == ["blank"]
+
+
+def test_user_errors_are_one_line_without_a_traceback(tmp_path, capsys):
+  (tmp_path / "file").write_text("x")
+  cases = {("--input", str(tmp_path / "missing"), "--out_dir", str(tmp_path / "o")):
+               "is neither a directory nor a filelist",
+           ("--input", str(tmp_path), "--out_dir", str(tmp_path / "file")): "is a file",
+           ("--input", str(tmp_path), "--out_dir", str(tmp_path / "o2"), "--crop", "s3fd"):
+               "needs --s3fd_weights"}
+  for argv, message in cases.items():
+    assert prepare.main([*argv, "--quiet", "--num_workers", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err, err
+  result = subprocess.run([sys.executable, "-m", "data_pipelines.prepare", "--input",
+                           str(tmp_path / "missing"), "--out_dir", str(tmp_path / "o3")],
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines() == [
+      f"error: --input {str(tmp_path / 'missing')!r} is neither a directory nor a filelist"]

@@ -38,8 +38,13 @@ def test_one_pair_writes_a_playable_video(tiny_checkpoint, inputs, tmp_path, cap
               "--out", out, "--seed", 3)
   assert code == 0, capsys.readouterr().err
   frames, info = video_io.read_video(out)
-  assert info.has_audio and info.source_fps == 25.0 and len(frames) == 17
-  assert "wrote" in capsys.readouterr().out
+  # 20 frames of speech (0.8 s) give 20 frames: the last windows are padded, none dropped.
+  assert info.has_audio and info.source_fps == 25.0 and len(frames) == 20
+  samples, rate = video_io.read_audio_track(out)
+  assert abs(len(samples) / rate - 0.8) < 0.01  # the whole speech track is kept
+  captured = capsys.readouterr()
+  assert "wrote" in captured.out
+  assert "video is longer than the speech (0.80 s)" in captured.err
   assert sorted(p.name for p in out.parent.iterdir()) == ["out.mp4"]
 
 
@@ -173,12 +178,14 @@ def test_module_entry_point_exit_status(tiny_checkpoint, inputs, tmp_path):
 
 
 def test_sampler_flags_reach_the_sampler(tiny_checkpoint, inputs, tmp_path, capsys):
-  code = sample.main(["--checkpoint", tiny_checkpoint, "--video", str(tmp_path / "none.mp4"),
+  # Inputs are checked before the model loads: a crop box outside the frames fails after it.
+  code = sample.main(["--checkpoint", tiny_checkpoint, "--video", str(inputs / "face.mp4"),
                       "--audio", str(inputs / "speech.wav"), "--out", str(tmp_path / "o.mp4"),
+                      "--crop", "box", "0,0,200,90",
                       "--ddpm", "--respacing", "5", "--dtype", "bfloat16", "--seed", "11",
                       "--batch_size", "4"])
   err = capsys.readouterr().err
-  assert code == 1 and "none.mp4" in err
+  assert code == 1 and "outside the 96x96 frames" in err
   for setting in ("'respacing': '5'", "'sampler': 'ddpm'", "'seed': 11", "'batch_size': 4",
                   "'dtype': 'bfloat16'"):
     assert setting in err
@@ -193,7 +200,7 @@ def test_training_workdir_checkpoints_are_accepted(tiny_checkpoint, inputs, tmp_
                       str(inputs / "face.mp4"), "--audio", str(inputs / "speech.wav"),
                       "--out", str(out), "--crop", "box", "20,0,76,68", "--paste", "box"])
   assert code == 0, capsys.readouterr().err
-  assert video_io.read_video(out)[0].shape == (17, 96, 96, 3)
+  assert video_io.read_video(out)[0].shape == (20, 96, 96, 3)
 
 
 def test_converted_pytorch_checkpoint_gives_the_same_video(tiny_checkpoint, inputs, tmp_path,

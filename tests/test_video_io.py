@@ -75,6 +75,21 @@ def test_round_trip_with_audio(tmp_path):
   assert probed.source_frames == 30 and abs(probed.duration - 1.2) < 1e-6
 
 
+def test_stereo_audio_tracks_keep_their_channels(tmp_path):
+  t = np.arange(16000) / 16000
+  left = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+  stereo = np.stack([left, -0.5 * left], axis=1)
+  path = video_io.write_video(tmp_path / "st.mp4", np.zeros((25, 16, 16, 3), np.uint8),
+                              audio=stereo, audio_sr=16000)
+  channels, rate = video_io.read_audio_track(path, mono=False)
+  mono, _ = video_io.read_audio_track(path)
+  assert rate == 16000 and channels.shape == (16000, 2) and mono.shape == (16000,)
+  np.testing.assert_allclose(channels[1000:-1000, 0], left[1000:-1000], atol=0.05)
+  np.testing.assert_allclose(channels[1000:-1000, 1], -0.5 * left[1000:-1000], atol=0.05)
+  assert np.corrcoef(channels[:, 0], channels[:, 1])[0, 1] < -0.99  # not mixed
+  np.testing.assert_allclose(mono, channels.mean(axis=1), atol=1e-6)
+
+
 def test_odd_size_and_grayscale(tmp_path):
   color = _smooth_frames(5, 47, 63)
   path = video_io.write_video(tmp_path / "odd.mp4", color)

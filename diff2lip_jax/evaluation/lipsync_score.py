@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -66,6 +67,12 @@ def score(params, config, num_clips: int = 8, num_frames: int = 50, respacing: s
 
 
 def main(argv=None) -> int:
+  """The CLI; a user error (a missing checkpoint, a bad --out) is one ``error:`` line."""
+  from diff2lip_jax import cli
+  return cli.run(_main, argv)
+
+
+def _main(argv) -> int:
   parser = argparse.ArgumentParser(prog="python -m diff2lip_jax.lipsync_score",
                                    description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,6 +84,10 @@ def main(argv=None) -> int:
   parser.add_argument("--seed", type=int, default=0, help="selects another set of clips")
   parser.add_argument("--out", default=None, help="also write the JSON report here")
   args = parser.parse_args(argv)
+  if args.out:
+    from diff2lip_jax.inference import outputs
+    outputs.check_output(args.out, [], overwrite=True)
+    outputs.make_parent(args.out)
   from diff2lip_jax import checkpoints
   start = time.time()
   params, config = checkpoints.load_inference_checkpoint(args.checkpoint)
@@ -84,9 +95,11 @@ def main(argv=None) -> int:
   report["seconds"] = round(time.time() - start, 1)
   text = json.dumps(report, indent=2)
   print(text)
-  if args.out:
-    with open(args.out, "w") as f:
+  if args.out:  # complete or absent
+    temp = f"{args.out}.{os.getpid()}.partial"
+    with open(temp, "w", encoding="utf-8") as f:
       f.write(text + "\n")
+    os.replace(temp, args.out)
   return 0
 
 

@@ -13,7 +13,8 @@ Whole videos: :func:`lip_sync_video` (what ``python -m diff2lip_jax.sample`` run
 """
 from data_pipelines.audio import count_mel_windows, mel_window_starts, mel_windows
 from data_pipelines.face_crops import CropError, CropSpec, frame_boxes, parse_crop
-from diff2lip_jax.inference.pipeline import LipSyncResult, lip_sync_video
+from diff2lip_jax.inference.pipeline import (LipSyncResult, check_inputs, length_note,
+                                             lip_sync_video)
 from diff2lip_jax.inference.sampler import (Diff2LipSampler, InferenceInputError, PendingCrops,
                                             check_params, shared_noise, to_uint8)
 from diff2lip_jax.inference.scan import VideoScan, frame_at, scan_video
@@ -23,4 +24,4 @@ __all__ = ["Diff2LipSampler", "PendingCrops", "InferenceInputError", "mel_window
            "count_mel_windows", "mel_window_starts", "check_params", "shared_noise", "to_uint8",
            "CropSpec", "CropError", "parse_crop", "frame_boxes", "LipSyncResult",
            "lip_sync_video", "pingpong_index", "VideoScan", "scan_video", "frame_at",
-           "FramePlan", "in_background"]
+           "FramePlan", "in_background", "check_inputs", "length_note"]

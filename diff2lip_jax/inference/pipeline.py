@@ -31,7 +31,7 @@ from data_pipelines import audio as audio_lib
 from data_pipelines import crops, face_crops, video_io
 from data_pipelines.audio import VIDEO_FPS as FPS
 from data_pipelines.face_crops import CROP_KINDS, CropSpec, parse_crop
-from diff2lip_jax.inference import stream
+from diff2lip_jax.inference import outputs, stream
 from diff2lip_jax.inference.sampler import Diff2LipSampler, InferenceInputError, PendingCrops
 from diff2lip_jax.inference import scan as scan_lib
 
@@ -48,7 +48,7 @@ class LipSyncResult:
   out_path: str
   num_frames: int          # frames written (25 fps)
   video_frames: int        # frames of the input video at 25 fps (counted up to what was needed)
-  audio_frames: int        # frames the audio covers (frames with a full mel window)
+  audio_frames: int        # frames the audio spans (ceil(duration * 25))
   looped: bool             # the video was played back and forth to cover the audio
   frame_size: tuple[int, int]  # input (height, width); the file is even-padded
   ref_index: int | None    # frame used as reference (None for "gt")
@@ -170,14 +170,50 @@ def framing_check(scan: scan_lib.VideoScan, crop: CropSpec, video: str) -> list[
 
 
 def driving_audio(path: str) -> tuple[np.ndarray, int, np.ndarray, int]:
-  """``(samples, rate, mel [M, 80], frames with a full mel window)`` of an audio track."""
-  samples, rate = video_io.read_audio_track(path)
-  mel = audio_lib.melspectrogram(audio_lib.resample(samples, rate, audio_lib.SAMPLE_RATE))
-  frames = audio_lib.count_mel_windows(mel)
-  if frames == 0:
-    raise InferenceInputError(f"{path}: the audio lasts {samples.size / rate:.3f} s; at least "
+  """``(samples [n, channels], rate, mel [M, 80], frames)`` of an audio track.
+
+  ``frames`` = ceil(duration * 25): every frame the speech spans, the last ones included
+  (their mel windows, which run past the end, are padded by ``pad_mel_to_frames``), so the
+  whole track is kept. The mel is computed from the channels' mean; the samples keep the
+  file's channels (stereo stays stereo in the output).
+  """
+  samples, rate = video_io.read_audio_track(path, mono=False)
+  mono = samples.mean(axis=1, dtype=np.float32)
+  mel = audio_lib.melspectrogram(audio_lib.resample(mono, rate, audio_lib.SAMPLE_RATE))
+  if audio_lib.count_mel_windows(mel) == 0:
+    raise InferenceInputError(f"{path}: the audio lasts {len(samples) / rate:.3f} s; at least "
                               "0.2 s (one 16-step mel window) is needed")
-  return samples, rate, mel, frames
+  frames = audio_lib.frames_spanned(len(samples), rate)
+  return samples, rate, audio_lib.pad_mel_to_frames(mel, frames), frames
+
+
+def check_inputs(video: str | os.PathLike, audio: str | os.PathLike) -> None:
+  """Raises the error :func:`lip_sync_video` would give for an unusable input, cheaply: files
+  exist and are readable, the video's first frame decodes, the speech track decodes and lasts
+  at least 0.2 s. For CLIs, before the model is loaded."""
+  for path in (video, audio):
+    if os.path.isfile(path) and not os.access(path, os.R_OK):
+      raise video_io.MediaFileError(path, "is not readable (permission denied); fix its "
+                                    "permissions or copy it")
+  next(video_io.iter_video_chunks(video, chunk_size=1, max_frames=1))
+  driving_audio(os.fspath(audio))
+
+
+def length_note(result: "LipSyncResult") -> str | None:
+  """One line on how the output's length follows from the video's and the speech's, or None."""
+  speech = result.audio_frames / audio_lib.VIDEO_FPS
+  if result.looped:
+    return (f"the speech ({speech:.2f} s) is longer than the video ({result.video_frames} "
+            "frames): the video was played back and forth to cover it")
+  if result.video_frames < result.audio_frames:
+    video = result.video_frames / audio_lib.VIDEO_FPS
+    return (f"the speech lasts {speech:.2f} s, the video {video:.2f} s: the last "
+            f"{speech - video:.2f} s of speech were cut; pass --loop_video to cover the whole "
+            "speech")
+  if result.video_frames > result.audio_frames:
+    return (f"the video is longer than the speech ({speech:.2f} s): the output stops with the "
+            f"speech after {result.num_frames} frames")
+  return None
 
 
 def reference_index(ref_frame: str, total: int, seed: int) -> int | None:
@@ -235,10 +271,12 @@ def lip_sync_video(sampler: Diff2LipSampler, video: str | os.PathLike, audio: st
   samples, rate, mel, audio_frames = driving_audio(audio)
   if crop.needs_detector and detector is None:
     detector = face_crops.load_detector(crop)
-  with tempfile.TemporaryDirectory(prefix="diff2lip_frames_", dir=cache_dir) as temp:
-    # Without looping, frames past the audio are never read (but for the smoothing window).
+  with tempfile.TemporaryDirectory(prefix=outputs.cache_prefix(), dir=cache_dir) as temp:
+    # Without looping, frames past the audio are never read (but for the smoothing window,
+    # and one to tell a longer video from one of the same length).
+    extra = max(crop.lookahead, 1)
     scan = scan_lib.scan_video(video, crop, detector=detector, progress=progress,
-                               max_frames=None if loop_video else audio_frames + crop.lookahead,
+                               max_frames=None if loop_video else audio_frames + extra,
                                cache_dir=temp if loop_video else None)
     warnings = framing_check(scan, crop, video)
     plan = stream.FramePlan.create(video, scan, crop, audio_frames, loop_video)

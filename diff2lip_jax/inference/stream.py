@@ -159,7 +159,10 @@ def overlapped(items: Iterable[tuple], start: Callable[..., Any],
 
 
 def output_audio(samples: np.ndarray, rate: int, num_frames: int) -> tuple[np.ndarray, int]:
-  """The driving audio cut to ``num_frames`` frames (25 fps), at a rate AAC takes."""
+  """The driving audio ``[n]`` or ``[n, channels]`` cut to ``num_frames`` frames (25 fps), at a
+  rate AAC takes; more than two channels are mixed down to mono (the writer takes 1 or 2)."""
+  if samples.ndim == 2 and samples.shape[1] > 2:
+    samples = samples.mean(axis=1, dtype=np.float32)
   if rate not in AAC_RATES:
     samples, rate = audio_lib.resample(samples, rate, 48000), 48000
   return samples[:int(round(num_frames * rate / VIDEO_FPS))], rate
