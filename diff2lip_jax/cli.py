@@ -206,6 +206,13 @@ def training_parser(prog: str, description: str) -> argparse.ArgumentParser:
                            "logs, samples; an existing workdir is resumed")
   parser.add_argument("--verbose", action="store_true",
                       help="also show the INFO lines of JAX, Orbax and Grain")
+  add_multihost_flags(parser)
+  return parser
+
+
+def add_multihost_flags(parser: argparse.ArgumentParser) -> None:
+  """``--distributed``, ``--coordinator_address``, ``--num_processes``, ``--process_id``
+  (read by :func:`init_distributed`)."""
   group = parser.add_argument_group(
       "multi-host", "One process per host (TPU VM worker or GPU node), all with the same "
       "flags. On Cloud TPU VMs --distributed alone is enough.")
@@ -216,7 +223,6 @@ def training_parser(prog: str, description: str) -> argparse.ArgumentParser:
                      help="host:port of process 0 (GPU clusters)")
   group.add_argument("--num_processes", type=int, metavar="N", help="number of processes")
   group.add_argument("--process_id", type=int, metavar="I", help="this process's index")
-  return parser
 
 
 def _help_epilog(rest: list[str], default_config: pathlib.Path, notes: str) -> str:

@@ -10,6 +10,9 @@ CKPT is a directory written by `python -m diff2lip_jax.convert` or a training --
 Filelist lines follow the reference (`audio_name video_name`, '.mp4' added when a name has no
 extension); outputs are OUT/<audio>_<video>.mp4 with '/' replaced by '.'. Failed pairs are
 skipped, listed in OUT/failures.txt and summarised; the exit status is 1 if any failed.
+Sampling uses every local device (frames split over them). Started as several processes
+(--distributed, one per host or GPU), process I of N takes the filelist's pairs I, I+N, ... and
+writes its failures to OUT/failures.I.txt.
 Exit status: 0 success, 1 an input or checkpoint could not be used (message on stderr),
 2 bad command line.
 """
@@ -21,6 +24,8 @@ import pathlib
 import sys
 import time
 from typing import Sequence
+
+from diff2lip_jax import cli
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
 
@@ -68,16 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
                  help="crop resize (area: as the data preparation; bilinear: cv2 default)")
   s = p.add_argument_group("sampler (defaults from the checkpoint's config.sampling)")
   s.add_argument("--respacing", help="e.g. ddim25, ddim50, 250, '' for all 1000 steps")
-  s.add_argument("--ddpm", action="store_true", help="ancestral DDPM instead of DDIM")
+  s.add_argument("--sampler", metavar="NAME",
+                 help="ddim, ddpm, dpmpp_2m (DPM-Solver++(2M)) or unipc (UniPC-2); the ODE "
+                      "solvers reach DDIM-25 quality with fewer steps (--respacing)")
+  s.add_argument("--ddpm", action="store_true", help="same as --sampler ddpm")
   s.add_argument("--eta", type=float, help="DDIM eta (0: deterministic)")
   s.add_argument("--seed", type=int, help="seed of the shared noise image and random reference")
-  s.add_argument("--batch_size", type=int, help="frames per sampler call")
+  s.add_argument("--batch_size", type=int, help="frames per device per sampler call")
   s.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype")
   o = p.add_argument_group("output")
   o.add_argument("--crf", type=int, default=18, help="H.264 quality (lower is better)")
   o.add_argument("--preset", default="medium", help="x264 preset (ultrafast .. veryslow)")
   o.add_argument("--cache_dir", help="temporary frame cache for --loop_video (default: TMPDIR)")
   o.add_argument("--quiet", action="store_true", help="no progress bars")
+  cli.add_multihost_flags(p)
   return p
 
 
@@ -116,11 +125,24 @@ def _one_line(error: BaseException) -> str:
   return f"{type(error).__name__}: {text}"
 
 
-def run_filelist(args, sampler, run_pair) -> int:
+def process_share(entries: list, index: int, count: int) -> list:
+  """The entries process ``index`` of ``count`` works on: ``entries[index::count]``."""
+  if not 0 <= index < count:
+    raise ValueError(f"process index {index} is not in 0..{count - 1}")
+  return entries[index::count]
+
+
+def failures_name(index: int, count: int) -> str:
+  """``failures.txt`` for one process; ``failures.<index>.txt`` when several share OUT."""
+  return "failures.txt" if count == 1 else f"failures.{index}.txt"
+
+
+def run_filelist(args, sampler, run_pair, process: tuple[int, int] = (0, 1)) -> int:
+  """Runs this process's share of the filelist's pairs; ``process``: (index, count)."""
   out_dir = pathlib.Path(args.out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   root = pathlib.Path(args.root)
-  entries = read_filelist(args.filelist)
+  entries = process_share(read_filelist(args.filelist), *process)
   written, skipped, failures = 0, 0, []
   started = time.time()
   for number, line, words in entries:
@@ -143,7 +165,7 @@ def run_filelist(args, sampler, run_pair) -> int:
       failures.append(f"line {number}: {audio_name} {video_name}\t{_one_line(error)}")
       print(f"[{number}] FAILED {audio_name} {video_name}: {_one_line(error)}",
             file=sys.stderr)
-  failures_path = out_dir / "failures.txt"
+  failures_path = out_dir / failures_name(*process)
   temp = failures_path.with_name(f".failures.{os.getpid()}.partial")
   temp.write_text("".join(f + "\n" for f in failures), encoding="utf-8")
   os.replace(temp, failures_path)
@@ -163,6 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error("give --video, --audio and --out (or --filelist with --out_dir)")
   elif pathlib.Path(args.out).suffix.lower() not in VIDEO_SUFFIXES:
     parser.error(f"--out must end in one of {', '.join(VIDEO_SUFFIXES)}, got {args.out!r}")
+  from diff2lip_jax.diffusion import SAMPLERS
+  if args.sampler is not None and args.sampler not in SAMPLERS:
+    parser.error(f"--sampler must be one of {', '.join(SAMPLERS)}, got {args.sampler!r}")
+  if args.ddpm and args.sampler not in (None, "ddpm"):
+    parser.error(f"--ddpm asks for --sampler ddpm; it contradicts --sampler {args.sampler}")
+  cli.init_distributed(args)
 
   from data_pipelines import face_crops
   from diff2lip_jax import inference
@@ -172,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 detector_batch_size=args.face_det_batch_size)
     detector = face_crops.load_detector(crop, args.s3fd_weights)
     sampler = inference.Diff2LipSampler.from_checkpoint(
-        args.checkpoint, respacing=args.respacing, use_ddim=False if args.ddpm else None,
+        args.checkpoint, respacing=args.respacing, sampler="ddpm" if args.ddpm else args.sampler,
         eta=args.eta, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype)
   except (ValueError, OSError) as error:
     print(f"error: {error}", file=sys.stderr)
@@ -189,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   if args.filelist:
     try:
-      return run_filelist(args, sampler, run_pair)
+      import jax
+      return run_filelist(args, sampler, run_pair, (jax.process_index(), jax.process_count()))
     except OSError as error:
       print(f"error: {error}", file=sys.stderr)
       return 1
