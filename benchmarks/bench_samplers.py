@@ -17,8 +17,6 @@ Prints a table, then the JSON report (also written to ``--out``).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import inspect
 import json
 import os
 import sys
@@ -28,10 +26,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from data_pipelines import audio, synthetic  # noqa: E402
-from diff2lip_jax import generation  # noqa: E402
-from diff2lip_jax.diffusion import SAMPLERS, create_diffusion, sampling  # noqa: E402
+from diff2lip_jax.diffusion import SAMPLERS, sampling  # noqa: E402
 from diff2lip_jax.evaluation import lipsync_score  # noqa: E402
-from diff2lip_jax.models import create_model  # noqa: E402
+from diff2lip_jax.inference import Diff2LipSampler  # noqa: E402
 
 # Clip seeds for the mouth-error clips: held out from training (multiples of 1_000_003) and
 # from the lip-sync score's own clips.
@@ -63,15 +60,12 @@ def mouth_clips(num_clips: int, num_frames: int, size: int):
 
 
 def generate(params, config, clips, respacing: str, sampler: str, batch_size: int):
-  """Lip-synced crops ``[sum T, S, S, 3]`` uint8 of every clip with one sampler."""
-  model = create_model(config.model)
-  run = sampling.make_sampler(model, create_diffusion(config.diffusion,
-                                                      timestep_respacing=respacing),
-                              sampler=sampler)
-  return np.concatenate([
-      generation.lip_sync_crops(run, params, frames, mel, seed=int(config.sampling.seed),
-                                batch_size=batch_size)
-      for frames, mel in clips])
+  """Lip-synced crops ``[sum T, S, S, 3]`` uint8 of every clip with one sampler (eta 0, the
+  config's noise seed, as ``lipsync_score`` samples)."""
+  crop_sampler = Diff2LipSampler(params, config, respacing=respacing, sampler=sampler, eta=0.0,
+                                 clip_denoised=True, seed=int(config.sampling.seed),
+                                 batch_size=batch_size, check=False)
+  return np.concatenate([crop_sampler.lip_sync_crops(frames, mel) for frames, mel in clips])
 
 
 def mouth_mae(crops: np.ndarray, reference: np.ndarray) -> float:
@@ -81,40 +75,11 @@ def mouth_mae(crops: np.ndarray, reference: np.ndarray) -> float:
   return float(diff[:, rows].mean())
 
 
-@contextlib.contextmanager
-def _score_sampler(name: str):
-  """Makes ``lipsync_score.score`` build its sampler with ``sampler=name``.
-
-  ``score`` has no sampler argument yet, so its ``sampling.make_sampler`` lookup is
-  wrapped for the duration of the call; the wrapper counts its calls so that a ``score`` that
-  no longer goes through it fails loudly instead of silently measuring DDIM.
-  """
-  original = sampling.make_sampler
-  calls = []
-
-  def patched(*args, **kwargs):
-    calls.append(kwargs.setdefault("sampler", name))
-    return original(*args, **kwargs)
-
-  sampling.make_sampler = patched
-  try:
-    yield
-  finally:
-    sampling.make_sampler = original
-  if not calls:
-    raise RuntimeError("lipsync_score.score did not build its sampler through "
-                       "diffusion.sampling.make_sampler; give score() a sampler= argument")
-
-
 def lipsync(params, config, respacing: str, sampler: str, num_clips: int, num_frames: int,
             batch_size: int) -> dict:
-  """``lipsync_score.score`` report of one sampler (``sampler=`` passed through if accepted)."""
-  kwargs = dict(num_clips=num_clips, num_frames=num_frames, respacing=respacing,
-                batch_size=batch_size)
-  if "sampler" in inspect.signature(lipsync_score.score).parameters:
-    return lipsync_score.score(params, config, sampler=sampler, **kwargs)
-  with _score_sampler(sampler):
-    return lipsync_score.score(params, config, **kwargs)
+  """``lipsync_score.score`` report of one sampler."""
+  return lipsync_score.score(params, config, num_clips=num_clips, num_frames=num_frames,
+                             respacing=respacing, batch_size=batch_size, sampler=sampler)
 
 
 def measure(params, config, clips, reference, respacing: str, name: str, args) -> dict:

@@ -75,12 +75,13 @@ def diffusion_config():
 
 def sampling_config():
   return _config_dict(dict(
-      use_ddim=True,
+      sampler="ddim",               # ddim | ddpm | dpmpp_2m | unipc (diffusion.SAMPLERS)
+      use_ddim=True,                # legacy switch: False = ddpm (then leave sampler "" or ddpm)
       clip_denoised=True,
-      eta=0.0,
-      timestep_respacing="ddim25",  # respacing used at sampling time
+      eta=0.0,                      # ddim only (the ODE solvers need 0)
+      timestep_respacing="ddim25",  # respacing used at sampling time (model evaluations)
       seed=7,                       # one noise image shared by all frames, as the reference
-      batch_size=16,                # frames per jitted sampler call
+      batch_size=16,                # frames per device per jitted sampler call
   ))
 
 

@@ -208,6 +208,13 @@ def training_parser(prog: str, description: str) -> argparse.ArgumentParser:
                            "logs, samples; an existing workdir is resumed")
   parser.add_argument("--verbose", action="store_true",
                       help="also show the INFO lines of JAX, Orbax and Grain")
+  add_multihost_flags(parser)
+  return parser
+
+
+def add_multihost_flags(parser: argparse.ArgumentParser) -> None:
+  """``--distributed``, ``--coordinator_address``, ``--num_processes``, ``--process_id``
+  (read by :func:`init_distributed`)."""
   group = parser.add_argument_group(
       "multi-host", "One process per host (TPU VM worker or GPU node), all with the same "
       "flags. On Cloud TPU VMs --distributed alone is enough.")
@@ -221,7 +228,6 @@ def training_parser(prog: str, description: str) -> argparse.ArgumentParser:
   group.add_argument("--distributed_timeout", type=int, default=300, metavar="S",
                      help="give up when not all processes joined the coordinator within S "
                           "seconds (default 300)")
-  return parser
 
 
 def _help_epilog(rest: list[str], default_config: pathlib.Path, notes: str) -> str:

@@ -20,6 +20,9 @@ output is replaced only with --overwrite; files appear only when complete. SIGTE
 remove the partial output and the frame cache (exit status 143 / 130); leftovers of a killed
 run (.<name>.<pid>.<id>.partial.mp4, TMPDIR/diff2lip_frames_<pid>_*) are removed by the next
 run. Inputs are checked before the model is loaded.
+Sampling uses every local device (frames split over them). Started as several processes
+(--distributed, one per host or GPU), process I of N takes the filelist's pairs I, I+N, ... and
+writes its failures to OUT/failures.I.txt.
 Exit status: 0 success, 1 an input or checkpoint could not be used (message on stderr),
 2 bad command line, 130/143 interrupted.
 """
@@ -31,6 +34,8 @@ import pathlib
 import sys
 import time
 from typing import Sequence
+
+from diff2lip_jax import cli
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
 # Kept here (not imported) so --help needs no numpy; tests check they equal crops.PASTE_MODES and
@@ -97,16 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
                  help="crop resize (area: as the data preparation; bilinear: cv2 default)")
   s = p.add_argument_group("sampler (defaults from the checkpoint's config.sampling)")
   s.add_argument("--respacing", help="e.g. ddim25, ddim50, 250, '' for all 1000 steps")
-  s.add_argument("--ddpm", action="store_true", help="ancestral DDPM instead of DDIM")
+  s.add_argument("--sampler", metavar="NAME",
+                 help="ddim, ddpm, dpmpp_2m (DPM-Solver++(2M)) or unipc (UniPC-2); the ODE "
+                      "solvers reach DDIM-25 quality with fewer steps (--respacing)")
+  s.add_argument("--ddpm", action="store_true", help="same as --sampler ddpm")
   s.add_argument("--eta", type=float, help="DDIM eta (0: deterministic)")
   s.add_argument("--seed", type=int, help="seed of the shared noise image and random reference")
-  s.add_argument("--batch_size", type=int, help="frames per sampler call")
+  s.add_argument("--batch_size", type=int, help="frames per device per sampler call")
   s.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype")
   o = p.add_argument_group("output")
   o.add_argument("--crf", type=int, default=18, help="H.264 quality (lower is better)")
   o.add_argument("--preset", default="medium", help="x264 preset (ultrafast .. veryslow)")
   o.add_argument("--cache_dir", help="temporary frame cache for --loop_video (default: TMPDIR)")
   o.add_argument("--quiet", action="store_true", help="no progress bars")
+  cli.add_multihost_flags(p)
   return p
 
 
@@ -125,8 +134,21 @@ def _one_line(error: BaseException) -> str:
   return f"{type(error).__name__}: {text}"
 
 
-def plan_filelist(args) -> tuple[list[tuple], list[str], int]:
-  """``(pairs to run, failure lines, skipped)``: every pair checked before the model is loaded.
+def process_share(entries: list, index: int, count: int) -> list:
+  """The entries process ``index`` of ``count`` works on: ``entries[index::count]``."""
+  if not 0 <= index < count:
+    raise ValueError(f"process index {index} is not in 0..{count - 1}")
+  return entries[index::count]
+
+
+def failures_name(index: int, count: int) -> str:
+  """``failures.txt`` for one process; ``failures.<index>.txt`` when several share OUT."""
+  return "failures.txt" if count == 1 else f"failures.{index}.txt"
+
+
+def plan_filelist(args, process: tuple[int, int] = (0, 1)) -> tuple[list[tuple], list[str], int]:
+  """``(pairs to run, failure lines, skipped)`` of this process's share (``process``: index,
+  count) of the filelist: every pair checked before the model is loaded.
 
   Raises OutputPathError when pairs would share an output name (all such names listed).
   """
@@ -139,6 +161,7 @@ def plan_filelist(args) -> tuple[list[tuple], list[str], int]:
         f"{args.filelist}: {len(clashes)} output name(s) would be written by several pairs "
         f"(outputs are <audio>_<video>.mp4): {'; '.join(clashes)}; remove the duplicates or "
         "rename the files")
+  entries = process_share(entries, *process)
   out_dir = pathlib.Path(args.out_dir)
   root = pathlib.Path(args.root)
   pairs, failures, skipped = [], [], 0
@@ -165,8 +188,10 @@ def plan_filelist(args) -> tuple[list[tuple], list[str], int]:
   return pairs, failures, skipped
 
 
-def run_filelist(args, planned: tuple[list[tuple], list[str], int], run_pair) -> int:
-  """Runs the planned pairs, writes OUT/failures.txt and prints the summary."""
+def run_filelist(args, planned: tuple[list[tuple], list[str], int], run_pair,
+                 process: tuple[int, int] = (0, 1)) -> int:
+  """Runs the planned pairs, writes OUT/failures.txt (``failures.I.txt`` for process I of
+  several) and prints the summary."""
   from diff2lip_jax import inference
   from diff2lip_jax.inference import outputs
   pairs, failures, skipped = planned
@@ -187,7 +212,7 @@ def run_filelist(args, planned: tuple[list[tuple], list[str], int], run_pair) ->
     except Exception as error:  # noqa: BLE001 - a batch goes on past any bad pair
       failures.append(f"line {number}: {audio} {video}\t{_one_line(error)}")
       print(f"[{number}] FAILED {audio} {video}: {_one_line(error)}", file=sys.stderr)
-  failures_path = out_dir / "failures.txt"
+  failures_path = out_dir / failures_name(*process)
   temp = failures_path.with_name(f".failures.{os.getpid()}.partial")
   temp.write_text("".join(f + "\n" for f in failures), encoding="utf-8")
   os.replace(temp, failures_path)
@@ -240,6 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error("give --video, --audio and --out (or --filelist with --out_dir)")
   elif pathlib.Path(args.out).suffix.lower() not in VIDEO_SUFFIXES:
     parser.error(f"--out must end in one of {', '.join(VIDEO_SUFFIXES)}, got {args.out!r}")
+  from diff2lip_jax.diffusion import SAMPLERS
+  if args.sampler is not None and args.sampler not in SAMPLERS:
+    parser.error(f"--sampler must be one of {', '.join(SAMPLERS)}, got {args.sampler!r}")
+  if args.ddpm and args.sampler not in (None, "ddpm"):
+    parser.error(f"--ddpm asks for --sampler ddpm; it contradicts --sampler {args.sampler}")
+  cli.init_distributed(args)
 
   from diff2lip_jax.inference import outputs
   try:
@@ -261,13 +292,16 @@ def _generate(args) -> int:
     crop = inference.parse_crop(args.crop, pads=_ints(args.pads, 4, "--pads"),
                                 smooth_window=args.smooth_window, no_face=args.no_face,
                                 detector_batch_size=args.face_det_batch_size, aspect=args.aspect)
-    planned = plan_filelist(args) if args.filelist else check_single(args)
+    import jax  # pylint: disable=import-outside-toplevel
+    process = (jax.process_index(), jax.process_count())
+    planned = plan_filelist(args, process) if args.filelist else check_single(args)
     detector = face_crops.load_detector(crop, args.s3fd_weights)
     sampler = None
     if not args.filelist or planned[0]:
       sampler = inference.Diff2LipSampler.from_checkpoint(
-          args.checkpoint, respacing=args.respacing, use_ddim=False if args.ddpm else None,
-          eta=args.eta, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype)
+          args.checkpoint, respacing=args.respacing,
+          sampler="ddpm" if args.ddpm else args.sampler, eta=args.eta, seed=args.seed,
+          batch_size=args.batch_size, dtype=args.dtype)
   except (ValueError, OSError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
@@ -283,7 +317,7 @@ def _generate(args) -> int:
 
   if args.filelist:
     try:
-      return run_filelist(args, planned, run_pair)
+      return run_filelist(args, planned, run_pair, process)
     except OSError as error:
       print(f"error: {error}", file=sys.stderr)
       return 1

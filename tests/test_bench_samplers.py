@@ -1,4 +1,4 @@
-"""benchmarks/bench_samplers.py helpers: the mouth-region error and the lip-sync score hook."""
+"""benchmarks/bench_samplers.py helpers: the mouth-region error and the sampler passed to the lip-sync score."""
 import importlib.util
 import os
 
@@ -31,16 +31,10 @@ def test_respacing_and_table():
   assert "| unipc | 5 | ddim5 | 1.5 | - | - | - |" in bench.table(report)
 
 
-def test_score_hook_passes_the_sampler_and_fails_when_unused():
-  seen = []
-  original = bench.sampling.make_sampler
-  bench.sampling.make_sampler = lambda *a, **kw: seen.append(kw["sampler"])
-  try:
-    with bench._score_sampler("dpmpp_2m"):
-      bench.sampling.make_sampler("model", "config")
-    assert seen == ["dpmpp_2m"]
-    with pytest.raises(RuntimeError, match="sampler= argument"):
-      with bench._score_sampler("unipc"):
-        pass
-  finally:
-    bench.sampling.make_sampler = original
+def test_lipsync_passes_the_sampler_to_the_score(monkeypatch):
+  seen = {}
+  monkeypatch.setattr(bench.lipsync_score, "score",
+                      lambda params, config, **kwargs: seen.update(kwargs) or "report")
+  assert bench.lipsync("p", "c", "ddim5", "dpmpp_2m", 2, 10, 4) == "report"
+  assert seen == {"num_clips": 2, "num_frames": 10, "respacing": "ddim5", "batch_size": 4,
+                  "sampler": "dpmpp_2m"}

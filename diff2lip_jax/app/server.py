@@ -40,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
                  help="sampler steps preselected in the page and built at startup, e.g. "
                       "ddim25 (default: the checkpoint's config.sampling)")
   p.add_argument("--batch_size", type=int,
-                 help="frames per sampler call (default: the checkpoint's config.sampling)")
+                 help="frames per device per sampler call (default: the checkpoint's "
+                      "config.sampling)")
+  p.add_argument("--sampler",
+                 help="ddim, ddpm, dpmpp_2m or unipc (default: the checkpoint's "
+                      "config.sampling)")
   p.add_argument("--s3fd_weights", help="S3FD checkpoint (s3fd.pth) for the 's3fd' face crop")
   p.add_argument("--max_file_size", default="500mb",
                  help="largest upload accepted, e.g. 200mb or 2gb (default 500mb)")
@@ -93,7 +97,8 @@ def serve(args: argparse.Namespace, work_dir: str) -> int:
     return 1
   print(f"loading {args.checkpoint} ...", file=sys.stderr)
   try:
-    overrides = {} if args.batch_size is None else {"batch_size": args.batch_size}
+    overrides = {key: value for key, value in (("batch_size", args.batch_size),
+                                               ("sampler", args.sampler)) if value is not None}
     samplers = jobs.SamplerCache(args.checkpoint, respacing=args.respacing, **overrides)
     examples = [] if args.no_examples else jobs.write_examples(os.path.join(work_dir,
                                                                             "examples"))

@@ -31,21 +31,22 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def score(params, config, num_clips: int = 8, num_frames: int = 50, respacing: str = "ddim10",
-          seed: int = 0, batch_size: int = 25) -> dict:
+          seed: int = 0, batch_size: int = 25, sampler: str = "ddim") -> dict:
   """Generates the cross-driven clips and returns the correlation report.
 
-  The sampler is DDIM (eta 0) with ``respacing``, the config's ``sampling.seed`` noise image
-  shared by all frames, ``batch_size`` frames per call.
+  The sampler is ``sampler`` (DDIM by default; eta 0) with ``respacing``, the config's
+  ``sampling.seed`` noise image shared by all frames, ``batch_size`` frames per device and
+  call.
   """
   from data_pipelines import audio, synthetic
   from diff2lip_jax.inference import Diff2LipSampler
 
   size = int(config.model.image_size)
-  sampler = Diff2LipSampler(params, config, respacing=respacing, use_ddim=True, eta=0.0,
+  sampler = Diff2LipSampler(params, config, respacing=respacing, sampler=sampler, eta=0.0,
                             clip_denoised=True, seed=int(config.sampling.seed),
                             batch_size=batch_size, check=False)
   report = {"num_clips": num_clips, "num_frames": num_frames, "respacing": respacing,
-            "image_size": size}
+            "sampler": sampler.sampler, "image_size": size}
   for label, zero in (("audio", False), ("zeroed_audio", True)):
     per_clip, measured_all, truth_all = [], [], []
     for i in range(num_clips):
@@ -81,6 +82,8 @@ def _main(argv) -> int:
   parser.add_argument("--num_clips", type=int, default=8, help="held-out clips to score")
   parser.add_argument("--num_frames", type=int, default=50, help="frames per clip (25 fps)")
   parser.add_argument("--respacing", default="ddim10", help="sampler respacing, e.g. ddim25")
+  parser.add_argument("--sampler", default="ddim",
+                      help="ddim, dpmpp_2m or unipc (deterministic samplers; ddpm also works)")
   parser.add_argument("--seed", type=int, default=0, help="selects another set of clips")
   parser.add_argument("--out", default=None, help="also write the JSON report here")
   args = parser.parse_args(argv)
@@ -90,8 +93,13 @@ def _main(argv) -> int:
     outputs.make_parent(args.out)
   from diff2lip_jax import checkpoints
   start = time.time()
-  params, config = checkpoints.load_inference_checkpoint(args.checkpoint)
-  report = score(params, config, args.num_clips, args.num_frames, args.respacing, args.seed)
+  try:
+    params, config = checkpoints.load_inference_checkpoint(args.checkpoint)
+    report = score(params, config, args.num_clips, args.num_frames, args.respacing, args.seed,
+                   sampler=args.sampler)
+  except (ValueError, OSError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 1
   report["seconds"] = round(time.time() - start, 1)
   text = json.dumps(report, indent=2)
   print(text)
