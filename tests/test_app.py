@@ -72,8 +72,8 @@ def test_missing_gradio_says_how_to_install():
 
 
 @pytest.fixture(scope="module")
-def lip_sync_jobs(tmp_path_factory):
-  samplers = jobs.SamplerCache(helpers.tiny_checkpoint(), max_entries=2)
+def lip_sync_jobs(tmp_path_factory, tiny_checkpoint):
+  samplers = jobs.SamplerCache(tiny_checkpoint, max_entries=2)
   return jobs.LipSyncJobs(samplers, tmp_path_factory.mktemp("app_jobs"))
 
 
@@ -155,7 +155,7 @@ def _wait_until_serving(proc: subprocess.Popen, url: str, log: pathlib.Path) -> 
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def app_url(tmp_path_factory, tiny_checkpoint):
   """A running app on a free loopback port; stopped with SIGTERM, its temp files checked."""
   _browser_or_skip()
   root = tmp_path_factory.mktemp("app_server")
@@ -165,7 +165,7 @@ def app_url(tmp_path_factory):
   env = dict(os.environ, TMPDIR=str(tmp))
   with open(log, "w") as out:
     proc = subprocess.Popen([sys.executable, "-m", "diff2lip_jax.app", "--checkpoint",
-                             helpers.tiny_checkpoint(), "--port", str(port)],
+                             tiny_checkpoint, "--port", str(port)],
                             stdout=out, stderr=subprocess.STDOUT, env=env)
   try:
     url = f"http://127.0.0.1:{port}/"

@@ -190,7 +190,9 @@ class LipSyncJobs:
 
   def _lip_sync(self, request: JobRequest, report: Report) -> JobResult:
     words = [request.crop] + ([request.box] if request.crop == "box" else [])
-    crop = inference.parse_crop(" ".join(words))
+    defaults = sample_cli.build_parser()  # the CLI's no-face policy and aspect handling
+    crop = inference.parse_crop(" ".join(words), no_face=defaults.get_default("no_face"),
+                                aspect=defaults.get_default("aspect"))
     report(0.0, "loading the sampler")
     sampler = self._sampler(request.steps)
     run_dir = self.out_root / f"run{next(self._counter):04d}"
