@@ -255,8 +255,13 @@ def test_face_detector_boxes_and_frames_without_a_face(sampler, face_video, tmp_
   assert result.num_frames == min(30, _speech_frames(video))
 
 
-def test_a_failure_while_writing_leaves_no_file(sampler, face_video, tmp_path, monkeypatch):
+def test_a_failure_while_writing_leaves_no_file(tiny_checkpoint, face_video, tmp_path,
+                                                monkeypatch):
   video, _, _ = face_video
+  # One frame per device and call: the 30-frame video takes several calls on any device count,
+  # so the failure comes after frames were already encoded.
+  sampler = inference.Diff2LipSampler.from_checkpoint(tiny_checkpoint, batch_size=1)
+  assert 30 > 2 * sampler.num_devices
   calls = []
   original = sampler.submit
 
