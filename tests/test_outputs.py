@@ -173,7 +173,8 @@ def test_sigterm_mid_run_removes_partial_output_and_frame_cache(tiny_checkpoint,
 
 
 def test_evaluate_and_lipsync_score_user_errors_are_one_line(inputs, tmp_path, capsys):
-  from diff2lip_jax.evaluation import evaluate, lipsync_score
+  from diff2lip_jax import evaluate
+  from diff2lip_jax.evaluation import lipsync_score
   (tmp_path / "file").write_text("x")
   video = str(inputs / "face.mp4")
   runs = [(evaluate.main, ["--pairs", str(tmp_path / "missing.txt")], "missing.txt"),

@@ -84,9 +84,9 @@ def test_masked_condition_and_mask_follow_the_reference():
   assert (cond[:, :4] == 1).all() and (cond[:, 4:] == -1).all()
 
 
-def test_ode_solver_on_the_tiny_model_is_one_jitted_loop():
+def test_ode_solver_on_the_tiny_model_is_one_jitted_loop(golden_model):
   """DPM-Solver++(2M) through make_sampler: one model body in the loop, clipped finite output."""
-  model, params, cond = _tiny()
+  model, params, cond = _tiny(golden_model)
   cond = {k: v[:1] for k, v in cond.items()}
   noise = jax.random.normal(jax.random.PRNGKey(3), (1, 64, 64, 3))
 
@@ -106,8 +106,8 @@ def test_ode_solver_on_the_tiny_model_is_one_jitted_loop():
   assert np.isfinite(out).all() and np.abs(out).max() <= 1.0 + 1e-6
 
 
-def test_sampler_argument_is_checked_before_compiling():
-  model, _, _ = _tiny()
+def test_sampler_argument_is_checked_before_compiling(golden_model):
+  model, _, _ = _tiny(golden_model)
   with pytest.raises(ValueError, match="unknown sampler 'dpm'"):
     sampling.make_sampler(model, _diffusion_config(), sampler="dpm")
   with pytest.raises(ValueError, match="pass only one"):

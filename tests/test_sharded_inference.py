@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from diff2lip_jax import inference, sample
-from tests.inference_helpers import face_clip, random_params, tiny_config
+from tests.inference_helpers import (face_clip, random_params, tiny_config, write_face_video,
+                                     write_wav)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -130,15 +131,26 @@ def test_filelist_share_of_each_process(tmp_path):
     return types.SimpleNamespace(num_frames=1, frames_per_second=1.0)
 
   args = types.SimpleNamespace(out_dir=str(tmp_path / "out"), root=str(tmp_path),
-                               filelist=str(filelist), skip_existing=False, quiet=True)
-  assert sample.run_filelist(args, None, run_pair, (1, 2)) == 1
+                               filelist=str(filelist), skip_existing=False, quiet=True,
+                               overwrite=False)
+  # Planning takes this process's share; the inputs do not exist, so each pair is a failure.
+  pairs, failures, skipped = sample.plan_filelist(args, (1, 2))
+  assert (pairs, skipped) == ([], 0)
+  assert [line.split(":")[0] for line in failures] == ["line 2", "line 4"]
+
+  out = tmp_path / "out"
+  def planned(numbers):
+    return ([(n, tmp_path / f"v{n - 1}.mp4", tmp_path / f"a{n - 1}.wav", out / f"{n}.mp4")
+             for n in numbers], [], 0)
+  assert sample.run_filelist(args, planned([2, 4]), run_pair, (1, 2)) == 1
   assert seen == ["a1.wav", "a3.wav"]
-  assert [p.name for p in (tmp_path / "out").iterdir()] == ["failures.1.txt"]
-  assert (tmp_path / "out" / "failures.1.txt").read_text().startswith("line 4: a3.wav v3.mp4")
+  assert [p.name for p in out.iterdir()] == ["failures.1.txt"]
+  text = (out / "failures.1.txt").read_text()
+  assert text.startswith("line 4: ") and "bad pair" in text
   seen.clear()
-  assert sample.run_filelist(args, None, run_pair, (0, 2)) == 0
+  assert sample.run_filelist(args, planned([1, 3, 5]), run_pair, (0, 2)) == 0
   assert seen == ["a0.wav", "a2.wav", "a4.wav"]
-  assert (tmp_path / "out" / "failures.0.txt").read_text() == ""
+  assert (out / "failures.0.txt").read_text() == ""
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -155,11 +167,17 @@ def test_sample_cli_sampler_usage_errors(tmp_path, capsys, flags, message):
 
 
 def test_sample_cli_sampler_reaches_the_sampler(tiny_checkpoint, tmp_path, capsys):
-  code = sample.main(["--checkpoint", tiny_checkpoint, "--video", str(tmp_path / "none.mp4"),
-                      "--audio", str(tmp_path / "none.wav"), "--out", str(tmp_path / "o.mp4"),
+  # Inputs are checked before the model loads, so the run needs real (short) inputs.
+  clip = face_clip(3, 8)
+  video = write_face_video(tmp_path / "face.mp4", clip)
+  speech = write_wav(tmp_path / "speech.wav", clip.wav)
+  height, width = clip.full_frames.shape[1:3]
+  code = sample.main(["--checkpoint", tiny_checkpoint, "--video", str(video),
+                      "--audio", str(speech), "--out", str(tmp_path / "o.mp4"),
+                      "--crop", "box", f"0,0,{width},{height}",
                       "--sampler", "unipc", "--respacing", "ddim5", "--batch_size", "2"])
   err = capsys.readouterr().err
-  assert code == 1 and "media file not found" in err
+  assert code == 0 and (tmp_path / "o.mp4").is_file(), err
   for setting in ("'sampler': 'unipc'", "'respacing': 'ddim5'", "'batch_size': 2",
                   "'devices': 8", "'frames_per_call': 16"):
     assert setting in err

@@ -175,6 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.merge:
       return _merge(args)
     items, setting = _items(args, parser)
+    if args.out:  # before any scoring: never an input, never a path through a file
+      from diff2lip_jax.inference import outputs  # pylint: disable=import-outside-toplevel
+      inputs = [p for item in items for p in (item.generated, item.reference, item.real) if p]
+      outputs.check_output(args.out, inputs, overwrite=True)
+      outputs.make_parent(args.out)
     suite = _suite(args)
     opts = runner.RunOptions(setting=setting, out_dir=args.out_dir,
                              process_index=args.process_index, process_count=args.process_count,
