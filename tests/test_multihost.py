@@ -134,9 +134,9 @@ def test_sigkill_of_one_process_then_restart_is_bit_identical(uninterrupted, cac
   proc = _launch(workdir, cache)
   seen = _signal_after(proc, f"[0] step 3/{STEPS}", process=1, sig=signal.SIGKILL)
   code, output = _finish(proc, seen)
-  # Which process the launcher sees fail first is a race: the killed one (-9), or its peer whose
-  # next collective fails; either way the launcher stops the others.
-  assert code != 0 and "killing the others" in output, output[-4000:]
+  # Which process the launcher sees fail first (the killed one, or its peer whose next
+  # collective or shutdown barrier fails) is a race; the run as a whole must fail.
+  assert code != 0 and "[launch] exit status 0" not in output, output[-4000:]
   _run(workdir, cache)
   got = _final_state(workdir)
   for name in STATE_FIELDS:
