@@ -397,3 +397,42 @@ def test_slurm_runs_one_process_per_task(fakes):
   assert "--num_processes=3" in srun
   outside = run([script("gpu/slurm.sbatch"), "--workdir", "/w"], check=False)  # no allocation
   assert outside.returncode == 2 and "submit with sbatch" in outside.stderr
+
+
+# A stand-in for the trainer: prints its process id, waits for SIGTERM, then exits with the
+# status given (so the launcher's forwarding and exit-status rules are tested in seconds).
+_STAND_IN = """
+import signal, sys, time
+index = sys.argv[sys.argv.index("--process_id") + 1]
+status = int(sys.argv[1]) if index == "1" else 0
+signal.signal(signal.SIGTERM, lambda *_: (print("got SIGTERM", flush=True), sys.exit(status)))
+print("ready", flush=True)
+time.sleep(60)
+sys.exit(3)
+"""
+
+
+def _launch_stand_in(tmp_path, status_of_1: int):
+  stand_in = tmp_path / "stand_in.py"
+  stand_in.write_text(_STAND_IN)
+  proc = subprocess.Popen([sys.executable, str(LAUNCH / "local.py"), "--num_processes", "2",
+                           "--timeout", "50", "--", sys.executable, str(stand_in),
+                           str(status_of_1)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  ready = 0
+  for line in proc.stdout:
+    ready += line.endswith("] ready\n")
+    if ready == 2:
+      proc.send_signal(signal.SIGTERM)
+      break
+  output, _ = proc.communicate(timeout=40)
+  return proc.returncode, output
+
+
+def test_local_launcher_forwards_sigterm_to_every_process(tmp_path):
+  code, output = _launch_stand_in(tmp_path, 0)
+  assert code == 0, output
+  assert "[0] got SIGTERM" in output and "[1] got SIGTERM" in output
+  assert output.rstrip().endswith("[launch] exit status 0")
+  code, output = _launch_stand_in(tmp_path, 5)  # a process that fails while stopping
+  assert code == 5, output

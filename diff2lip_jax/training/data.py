@@ -12,6 +12,7 @@ import jax
 import ml_collections
 
 from data_pipelines import grain_chain, input_pipeline, synthetic
+from diff2lip_jax.training import multihost
 
 # Held-out synthetic clips use seeds far from the training ones, so no identity repeats.
 EVAL_SEED_OFFSET = 1_000_003
@@ -27,9 +28,7 @@ def synthetic_shards_once(out_dir: str | os.PathLike, *, num_clips: int, seed: i
   if jax.process_index() == 0:
     synthetic.write_synthetic_shards(out_dir, num_clips, seed, min_frames, max_frames, image_size,
                                      num_shards)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    multihost_utils.sync_global_devices(f"synthetic shards {os.fspath(out_dir)}")
+  multihost.barrier(f"synthetic shards {os.fspath(out_dir)}")
   return os.fspath(out_dir)
 
 

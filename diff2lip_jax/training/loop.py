@@ -106,7 +106,8 @@ def _initial_state(config: ml_collections.ConfigDict, model: Any, mesh: Any):
     return create_train_state(state_rng, params, config, disc_params)
 
   shardings = sharding.state_shardings(jax.eval_shape(make_state), mesh)
-  return jax.jit(make_state, out_shardings=shardings)(), shardings, disc_model
+  init = multihost.compile_together(jax.jit(make_state, out_shardings=shardings), name="init")
+  return init(), shardings, disc_model
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
@@ -116,7 +117,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   mesh = sharding.create_mesh(config)
   sharding.check_batch_divisible(int(config.train.batch_size), mesh)
   state, state_sharding, disc_model = _initial_state(config, model, mesh)
-  multihost.barrier("state created")  # the manager's barriers time out; this one waits
   manager = checkpoints.training_manager(workdir, config)
   # The state restores onto this mesh whatever topology saved it; the data position follows
   # from the step (one batch per step, the same global batches for any host count), so the
@@ -174,6 +174,9 @@ def run_steps(run: Run, end_step: int, stop: Any = None) -> tuple[int, bool]:
   try:
     for done in range(start + 1, end_step + 1):
       batch = sharding.global_batch(next(run.iterator), run.mesh)
+      if hasattr(run.step_fn, "lower"):  # once: all hosts start the first step together
+        run.step_fn = multihost.compile_together(run.step_fn, run.state, batch, run.frozen,
+                                                 name="train step")
       run.state, metrics = run.step_fn(run.state, batch, run.frozen)
       check_nonfinite(metrics, config, done, run.workdir)
       progress.advance(done)
