@@ -101,10 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
   c.add_argument("--resize", choices=("area", "bilinear"), default="area",
                  help="crop resize (area: as the data preparation; bilinear: cv2 default)")
   s = p.add_argument_group("sampler (defaults from the checkpoint's config.sampling)")
-  s.add_argument("--respacing", help="e.g. ddim25, ddim50, 250, '' for all 1000 steps")
+  s.add_argument("--respacing",
+                 help="e.g. ddim25, ddim50, 250, logsnr10 (steps even in log-SNR), '' for all "
+                      "1000 steps")
   s.add_argument("--sampler", metavar="NAME",
-                 help="ddim, ddpm, dpmpp_2m (DPM-Solver++(2M)) or unipc (UniPC-2); the ODE "
-                      "solvers reach DDIM-25 quality with fewer steps (--respacing)")
+                 help="ddim, ddpm, dpmpp_2m (DPM-Solver++(2M)) or unipc (UniPC-2); with "
+                      "--respacing logsnr10 the ODE solvers come closer to a 250-step result "
+                      "than ddim25 does (benchmarks/RESULTS.md)")
   s.add_argument("--ddpm", action="store_true", help="same as --sampler ddpm")
   s.add_argument("--eta", type=float, help="DDIM eta (0: deterministic)")
   s.add_argument("--seed", type=int, help="seed of the shared noise image and random reference")
