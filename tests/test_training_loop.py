@@ -32,6 +32,9 @@ def _one_sharded_step(devices, fsdp):
   # Adam's first step is lr * sign(g): a small lr keeps reduction-order noise in tiny
   # gradients from dominating; the gradients themselves are compared through Adam's mu.
   config.optimizer.lr = 1e-5
+  # ... and with Adam's eps above that noise (~1e-9 here) an element whose gradient is ~0
+  # moves by lr * g / (|g| + eps), not by +-lr on the sign of rounding noise.
+  config.optimizer.eps = 1e-6
   model, diffusion, state = model_and_state(config)
   mesh = sharding.create_mesh(config, devices)
   shardings = sharding.state_shardings(jax.eval_shape(lambda: state), mesh, min_size=1024)
