@@ -174,10 +174,10 @@ def run_steps(run: Run, end_step: int, stop: Any = None) -> tuple[int, bool]:
   try:
     for done in range(start + 1, end_step + 1):
       batch = sharding.global_batch(next(run.iterator), run.mesh)
-      if hasattr(run.step_fn, "lower"):  # once: all hosts start the first step together
-        run.step_fn = multihost.compile_together(run.step_fn, run.state, batch, run.frozen,
-                                                 name="train step")
-      run.state, metrics = run.step_fn(run.state, batch, run.frozen)
+      if done == start + 1:  # all hosts start the first step together
+        step_fn = multihost.compile_together(run.step_fn, run.state, batch, run.frozen,
+                                             name="train step")
+      run.state, metrics = step_fn(run.state, batch, run.frozen)
       check_nonfinite(metrics, config, done, run.workdir)
       progress.advance(done)
       if log_now(done):
