@@ -19,17 +19,24 @@ def _golden_inputs(golden):
 
 @pytest.mark.parametrize("heads,head_channels", [(2, -1), (1, 32)])
 def test_attention_block_impls_agree(heads, head_channels):
-  x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 8, 8, 64)) * 3, jnp.float32)
-  blocks = [AttentionBlock(64, heads, head_channels, attention_impl=impl)
-            for impl in ("default", "dot_product_attention")]
-  params = blocks[0].init(jax.random.PRNGKey(1), x)
-  # The qkv kernel scaled up so the softmax is far from uniform (a wrong scale or head split
-  # would show); the output stays O(1), where 1e-5 is a float32-rounding bound.
-  params = flax.core.unfreeze(params)
-  params["params"]["qkv"]["kernel"] = params["params"]["qkv"]["kernel"] * 3.0
-  out = [np.asarray(jax.jit(b.apply)(params, x)) for b in blocks]
+  # Same function, checked in float64: the attention adds up to ~11 to inputs of ~3 here, so
+  # in float32 the two kernels' different summation orders differ by ~1e-5 absolute (about 12
+  # ulp of the output), which hides nothing but is not a fixed bound on every CPU. A wrong
+  # scale, head split or q/k/v order would differ by O(1). Float32 agreement of the whole
+  # model is checked against the golden below.
+  with jax.enable_x64(True):
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 8, 8, 64)) * 3, jnp.float64)
+    blocks = [AttentionBlock(64, heads, head_channels, dtype=jnp.float64, attention_impl=impl)
+              for impl in ("default", "dot_product_attention")]
+    params = flax.core.unfreeze(blocks[0].init(jax.random.PRNGKey(1), x))
+    # The qkv kernel scaled up so the softmax is far from uniform.
+    params["params"]["qkv"]["kernel"] = params["params"]["qkv"]["kernel"] * 3.0
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    out = [np.asarray(jax.jit(b.apply)(params, x)) for b in blocks]
+    x = np.asarray(x)
+  assert out[0].dtype == np.float64
   assert np.abs(out[0] - x).max() > 0.1          # the block does change its input
-  np.testing.assert_allclose(out[1], out[0], atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(out[1], out[0], atol=1e-9, rtol=1e-9)
 
 
 def test_tfg_model_impls_agree_and_match_golden(golden_model):
